@@ -1,0 +1,30 @@
+# Two commands: `make run` and `make test`. Both create the virtualenv they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint definitions bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/fhir-server serve --host 127.0.0.1 --port 8080 --db ./data/fhir.sqlite3
+
+test: $(STAMP)
+	$(BIN)/ruff check fhir_server tests benchmarks tools
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check fhir_server tests benchmarks tools
+	$(BIN)/ruff format --check fhir_server tests benchmarks tools
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/crud.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,47 @@
+"""The ASGI application: settings and storage in, FHIR REST out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from fhir_server import __version__
+from fhir_server.api.errors import install_error_handlers
+from fhir_server.api.metadata import metadata
+from fhir_server.api.routes import ROUTES
+from fhir_server.config import Settings
+from fhir_server.storage.factory import create_storage
+from fhir_server.storage.port import Storage
+
+
+def create_app(settings: Settings | None = None, storage: Storage | None = None) -> FastAPI:
+    """Build the app; `storage` defaults to the engine the settings select."""
+    settings = settings or Settings()
+    storage = storage or create_storage(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await storage.open()
+        try:
+            yield
+        finally:
+            await storage.close()
+
+    app = FastAPI(
+        title="sip-fhir",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.settings = settings
+    app.state.storage = storage
+    install_error_handlers(app)
+    base = settings.base_path.rstrip("/")
+    app.add_api_route(f"{base}/metadata", metadata, methods=["GET"])
+    for route in ROUTES:
+        app.add_api_route(base + route.path, route.handler, methods=[route.method])
+    return app

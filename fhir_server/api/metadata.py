@@ -1,0 +1,66 @@
+"""GET /metadata: the CapabilityStatement, generated from the route and search registries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fhir_server import __version__
+from fhir_server.api.negotiation import check_response_format
+from fhir_server.api.responses import json_response
+from fhir_server.api.routes import RESOURCE_FEATURES, ROUTES, context
+from fhir_server.resource_types import resource_types
+from fhir_server.search.registry import search_params
+
+STARTED = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def capability_statement(base_url: str, engine: str) -> dict[str, Any]:
+    type_interactions = sorted({r.interaction for r in ROUTES if r.level != "system"})
+    system_interactions = sorted({r.interaction for r in ROUTES if r.level == "system"})
+    resources = [
+        {
+            "type": name,
+            "interaction": [{"code": code} for code in type_interactions],
+            **RESOURCE_FEATURES,
+            "searchParam": [
+                {"name": p.name, "type": p.type, "documentation": p.documentation}
+                for p in search_params(name).values()
+                if not p.name.startswith("_")
+            ],
+        }
+        for name in sorted(resource_types())
+    ]
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": STARTED,
+        "publisher": "sip-fhir",
+        "kind": "instance",
+        "software": {"name": "sip-fhir", "version": __version__},
+        "implementation": {
+            "description": f"sip-fhir FHIR R4 server ({engine} storage)",
+            "url": base_url,
+        },
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": resources,
+                "interaction": [{"code": code} for code in system_interactions],
+                "searchParam": [
+                    {"name": "_id", "type": "token", "documentation": "Logical id"},
+                ],
+            }
+        ],
+    }
+
+
+async def metadata(request: Request) -> Response:
+    pretty = check_response_format(request)
+    ctx = context(request)
+    return json_response(capability_statement(ctx.base_url, ctx.storage.name), pretty=pretty)

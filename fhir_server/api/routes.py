@@ -1,0 +1,250 @@
+"""FHIR REST routes: HTTP in, an interaction call, HTTP out.
+
+`ROUTES` is the registry the router is built from and the CapabilityStatement is generated
+from, so `/metadata` states exactly what is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Literal
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fhir_server.api.body import read_body, read_resource
+from fhir_server.api.negotiation import check_response_format
+from fhir_server.api.responses import (
+    fhir_response,
+    json_response,
+    outcome_response,
+    prefer,
+    stored_bytes,
+    version_headers,
+)
+from fhir_server.errors import Issue, error
+from fhir_server.interactions import crud
+from fhir_server.interactions.context import Context
+from fhir_server.interactions.history import history
+from fhir_server.interactions.search import search_type
+from fhir_server.interactions.versions import INSTANT_FORMAT
+from fhir_server.resource_types import is_resource_type
+from fhir_server.security.principal import ANONYMOUS
+from fhir_server.storage.port import ResourceVersion
+
+Handler = Callable[[Request], Awaitable[Response]]
+Level = Literal["instance", "type", "system"]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    path: str
+    method: str
+    handler: Handler
+    interaction: str  # CapabilityStatement interaction code
+    level: Level
+
+
+def context(request: Request) -> Context:
+    """The request's context; every request carries a principal (anonymous until tokens)."""
+    state = request.app.state
+    base_url = str(request.base_url).rstrip("/") + state.settings.base_path
+    return Context(state.storage, state.settings, ANONYMOUS, base_url)
+
+
+def resource_type(request: Request) -> str:
+    name = request.path_params["type"]
+    if not is_resource_type(name):
+        raise error(404, "not-supported", f"Resource type '{name}' is not known to FHIR R4")
+    return name
+
+
+def query_pairs(request: Request) -> list[tuple[str, str]]:
+    return parse_qsl(request.url.query, keep_blank_values=True)
+
+
+def if_match(request: Request) -> int | None:
+    header = request.headers.get("if-match")
+    if header is None:
+        return None
+    value = header.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise error(400, "invalid", f"If-Match '{header}' is not an ETag like W/\"3\"")
+    return int(value)
+
+
+def write_response(
+    request: Request, ctx: Context, version: ResourceVersion, status: int, pretty: bool
+) -> Response:
+    """Answer a create or update as `Prefer: return=` asks (representation by default)."""
+    headers = version_headers(version, ctx.base_url)
+    wanted = prefer(request.headers).get("return", "representation")
+    if wanted == "minimal":
+        return fhir_response(None, status, headers)
+    if wanted == "OperationOutcome":
+        verb = "Created" if status == 201 else "Updated"
+        message = f"{verb} {version.type}/{version.id} version {version.version}"
+        return outcome_response([Issue("information", "informational", message)], status, headers)
+    return fhir_response(stored_bytes(version, pretty), status, headers)
+
+
+def deleted_response(version: ResourceVersion | None, what: str) -> Response:
+    if version is None:
+        message = f"Nothing to delete: {what} does not exist or is deleted already"
+        return outcome_response([Issue("information", "not-found", message)], 200)
+    message = f"Deleted {version.type}/{version.id} (version {version.version})"
+    headers = {"ETag": f'W/"{version.version}"'}
+    return outcome_response([Issue("information", "informational", message)], 200, headers)
+
+
+async def read(request: Request) -> Response:
+    pretty = check_response_format(request)
+    ctx = context(request)
+    version = await crud.read(ctx, resource_type(request), request.path_params["id"])
+    headers = version_headers(version)
+    if _not_modified(request, version, headers):
+        return Response(status_code=304, headers=headers)
+    return fhir_response(stored_bytes(version, pretty), 200, headers)
+
+
+async def vread(request: Request) -> Response:
+    pretty = check_response_format(request)
+    params = request.path_params
+    version = await crud.vread(context(request), resource_type(request), params["id"], params["vid"])
+    return fhir_response(stored_bytes(version, pretty), 200, version_headers(version))
+
+
+async def create(request: Request) -> Response:
+    pretty = check_response_format(request)
+    ctx = context(request)
+    type = resource_type(request)
+    resource = await read_resource(request, ctx.settings.max_body_bytes)
+    criteria = [(k, v) for k, v in query_pairs(request) if k not in ("_format", "_pretty")]
+    if_none_exist = request.headers.get("if-none-exist")
+    if if_none_exist is not None:
+        criteria = parse_qsl(if_none_exist.partition("?")[2] or if_none_exist, True)
+    result = await crud.create(ctx, type, resource, criteria)
+    return write_response(request, ctx, result.version, 201 if result.created else 200, pretty)
+
+
+async def update(request: Request) -> Response:
+    pretty = check_response_format(request)
+    ctx = context(request)
+    type = resource_type(request)
+    resource = await read_resource(request, ctx.settings.max_body_bytes)
+    result = await crud.update(ctx, type, request.path_params["id"], resource, if_match(request))
+    return write_response(request, ctx, result.version, 201 if result.created else 200, pretty)
+
+
+async def conditional_update(request: Request) -> Response:
+    pretty = check_response_format(request)
+    ctx = context(request)
+    type = resource_type(request)
+    resource = await read_resource(request, ctx.settings.max_body_bytes)
+    criteria = [(k, v) for k, v in query_pairs(request) if k not in ("_format", "_pretty")]
+    result = await crud.conditional_update(ctx, type, criteria, resource, if_match(request))
+    return write_response(request, ctx, result.version, 201 if result.created else 200, pretty)
+
+
+async def delete(request: Request) -> Response:
+    check_response_format(request)
+    type, id = resource_type(request), request.path_params["id"]
+    version = await crud.delete(context(request), type, id, if_match(request))
+    return deleted_response(version, f"{type}/{id}")
+
+
+async def conditional_delete(request: Request) -> Response:
+    check_response_format(request)
+    type = resource_type(request)
+    criteria = [(k, v) for k, v in query_pairs(request) if k not in ("_format", "_pretty")]
+    version = await crud.conditional_delete(context(request), type, criteria)
+    return deleted_response(version, f"{type} matching the criteria")
+
+
+async def search_get(request: Request) -> Response:
+    return await _search(request, query_pairs(request))
+
+
+async def search_post(request: Request) -> Response:
+    """POST [type]/_search: parameters in a form body, and in the URL too."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in ("application/x-www-form-urlencoded", ""):
+        raise error(415, "not-supported", "POST _search takes application/x-www-form-urlencoded")
+    limit = request.app.state.settings.max_body_bytes
+    body = (await read_body(request, limit)).decode("utf-8", errors="strict")
+    return await _search(request, [*query_pairs(request), *parse_qsl(body, True)])
+
+
+async def _search(request: Request, params: list[tuple[str, str]]) -> Response:
+    pretty = check_response_format(request)
+    lenient = prefer(request.headers).get("handling") == "lenient"
+    result = await search_type(context(request), resource_type(request), params, lenient=lenient)
+    return json_response(result, pretty=pretty)
+
+
+async def history_instance(request: Request) -> Response:
+    pretty = check_response_format(request)
+    type, id = resource_type(request), request.path_params["id"]
+    result = await history(context(request), type, id, query_pairs(request))
+    return json_response(result, pretty=pretty)
+
+
+async def history_type(request: Request) -> Response:
+    pretty = check_response_format(request)
+    result = await history(context(request), resource_type(request), None, query_pairs(request))
+    return json_response(result, pretty=pretty)
+
+
+async def history_system(request: Request) -> Response:
+    pretty = check_response_format(request)
+    result = await history(context(request), None, None, query_pairs(request))
+    return json_response(result, pretty=pretty)
+
+
+def _not_modified(request: Request, version: ResourceVersion, headers: dict[str, str]) -> bool:
+    """Conditional read: If-None-Match (ETag) or If-Modified-Since (second precision)."""
+    none_match = request.headers.get("if-none-match")
+    if none_match is not None:
+        return headers["ETag"] in (tag.strip() for tag in none_match.split(",")) or (
+            none_match.strip() == "*"
+        )
+    since = request.headers.get("if-modified-since")
+    if since is None:
+        return False
+    try:
+        threshold = parsedate_to_datetime(since)
+    except (TypeError, ValueError):
+        return False  # an unreadable date is ignored, as RFC 9110 says
+    modified = datetime.strptime(version.last_updated, INSTANT_FORMAT).replace(tzinfo=UTC)
+    return modified.replace(microsecond=0) <= threshold
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("/_history", "GET", history_system, "history-system", "system"),
+    Route("/{type}/_history", "GET", history_type, "history-type", "type"),
+    Route("/{type}/_search", "POST", search_post, "search-type", "type"),
+    Route("/{type}/{id}/_history/{vid}", "GET", vread, "vread", "instance"),
+    Route("/{type}/{id}/_history", "GET", history_instance, "history-instance", "instance"),
+    Route("/{type}/{id}", "GET", read, "read", "instance"),
+    Route("/{type}/{id}", "PUT", update, "update", "instance"),
+    Route("/{type}/{id}", "DELETE", delete, "delete", "instance"),
+    Route("/{type}", "GET", search_get, "search-type", "type"),
+    Route("/{type}", "POST", create, "create", "type"),
+    Route("/{type}", "PUT", conditional_update, "update", "type"),
+    Route("/{type}", "DELETE", conditional_delete, "delete", "type"),
+)
+
+# What the conditional and versioning features of the handlers above support, for /metadata.
+RESOURCE_FEATURES = {
+    "versioning": "versioned-update",
+    "readHistory": True,
+    "updateCreate": True,
+    "conditionalCreate": True,
+    "conditionalRead": "full-support",
+    "conditionalUpdate": True,
+    "conditionalDelete": "single",
+}

@@ -1,0 +1,34 @@
+"""Settings, read from environment variables (prefix `FHIR_`, plus `MONGODB_URI`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FHIR_", extra="ignore")
+
+    sqlite_path: Path = Field(
+        default=Path("data/fhir.sqlite3"),
+        description="SQLite database file (the embedded default engine).",
+    )
+    mongodb_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MONGODB_URI", "FHIR_MONGODB_URI"),
+        description="When set, the server stores data in MongoDB instead of SQLite.",
+    )
+    mongodb_database: str = Field(
+        default="fhir",
+        validation_alias=AliasChoices("MONGODB_DATABASE", "FHIR_MONGODB_DATABASE"),
+    )
+    base_path: str = Field(default="/fhir", description="Path the FHIR API is served under.")
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, description="Larger bodies get 413.")
+    default_page_size: int = 20
+    max_page_size: int = 1000
+
+    @property
+    def engine(self) -> str:
+        return "mongo" if self.mongodb_uri else "sqlite"

@@ -1,0 +1,65 @@
+"""FHIR JSON in and out.
+
+Writes are parsed with the standard library so FHIR decimals keep their exact text (`1.10`
+stays `1.10`, as the spec requires); output goes through orjson, which splices decimal text
+and stored resource bytes in verbatim (`orjson.Fragment`), so reads never re-serialise.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+from fhir_server.errors import error
+
+
+class Decimal(float):
+    """A JSON number with a fraction or exponent: validates as a float, serialises as written."""
+
+    __slots__ = ("text",)
+
+    def __new__(cls, text: str) -> Decimal:
+        value = super().__new__(cls, text)
+        value.text = text
+        return value
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return orjson.Fragment(value.text)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dumps(value: Any, *, pretty: bool = False) -> bytes:
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    return orjson.dumps(value, default=_default, option=option)
+
+
+def loads_resource(body: bytes) -> dict[str, Any]:
+    """Parse a request body that must hold one JSON object; bad input is a 400 outcome."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(400, "invalid", f"Body is not valid UTF-8 (byte {exc.start})") from None
+    if not text.strip():
+        raise error(400, "invalid", "Body is empty; a FHIR JSON resource was expected")
+    try:
+        value = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise error(
+            400, "invalid", f"Body is not valid JSON: {exc.msg} (line {exc.lineno}, column "
+            f"{exc.colno})"
+        ) from None
+    except RecursionError:
+        raise error(400, "invalid", "Body is nested too deeply to be a FHIR resource") from None
+    except ValueError as exc:
+        raise error(400, "invalid", f"Body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise error(400, "invalid", "Body must be a JSON object holding a FHIR resource")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in JSON")

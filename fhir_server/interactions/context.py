@@ -1,0 +1,21 @@
+"""What every interaction needs to know about the request it serves, free of HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fhir_server.config import Settings
+from fhir_server.security.principal import Principal
+from fhir_server.storage.port import AccessFilter, Storage
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    storage: Storage
+    settings: Settings
+    principal: Principal
+    base_url: str  # e.g. http://127.0.0.1:8080/fhir, for fullUrl, Location and paging links
+
+    @property
+    def access(self) -> AccessFilter:
+        return self.principal.access_filter()

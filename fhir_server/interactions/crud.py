@@ -1,0 +1,202 @@
+"""read, vread, create, update, delete — plain and conditional (FHIR R4 http.html).
+
+Every write runs in one unit of work. Conditional interactions lock their criteria first and
+search inside the same unit of work, so two concurrent conditional creates for the same
+identifier make one resource. Optimistic locking (If-Match) compares inside the unit of work;
+the engine's unique (type, id, version) catches the writer that lost a race.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fhir_server.errors import FhirError, error
+from fhir_server.interactions.context import Context
+from fhir_server.interactions.versions import deleted_version, new_id, stored_version
+from fhir_server.search.indexer import index_entries
+from fhir_server.search.parser import criteria_key, parse_search
+from fhir_server.search.query import SearchQuery
+from fhir_server.storage.port import ResourceVersion, UnitOfWork, VersionConflict
+from fhir_server.validation.resource import check_resource
+
+ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    version: ResourceVersion
+    created: bool
+
+
+def check_id(id: str, *expression: str) -> None:
+    if not ID_RE.fullmatch(id):
+        raise error(400, "invalid", f"'{id}' is not a valid resource id", *expression)
+
+
+async def read(ctx: Context, type: str, id: str) -> ResourceVersion:
+    check_id(id)
+    version = await ctx.storage.read(type, id, ctx.access)
+    if version is None:
+        raise error(404, "not-found", f"Resource {type}/{id} is not known")
+    if version.deleted:
+        raise _gone(version)
+    return version
+
+
+async def vread(ctx: Context, type: str, id: str, version_id: str) -> ResourceVersion:
+    check_id(id)
+    if not version_id.isdigit():
+        raise error(404, "not-found", f"Version '{version_id}' of {type}/{id} is not known")
+    version = await ctx.storage.vread(type, id, int(version_id), ctx.access)
+    if version is None:
+        raise error(404, "not-found", f"Version {version_id} of {type}/{id} is not known")
+    if version.deleted:
+        raise _gone(version)
+    return version
+
+
+async def create(
+    ctx: Context, type: str, resource: dict[str, Any], criteria: Sequence[tuple[str, str]] = ()
+) -> WriteResult:
+    """Create with a server-assigned id; with criteria (If-None-Exist) only if none match."""
+    check_resource(resource, type)
+    query = _criteria(ctx, type, criteria) if criteria else None
+    async with ctx.storage.unit_of_work() as uow:
+        if query is not None:
+            existing = await _match_one(ctx, uow, query, "create")
+            if existing is not None:
+                return WriteResult(existing, created=False)
+        version = stored_version(resource, type, new_id(), None, "POST")
+        await uow.put(version, index_entries(type, resource))
+    return WriteResult(version, created=True)
+
+
+async def update(
+    ctx: Context, type: str, id: str, resource: dict[str, Any], if_match: int | None
+) -> WriteResult:
+    """PUT [type]/[id]: update, or create with the client's id when it does not exist."""
+    check_id(id)
+    check_resource(resource, type)
+    if resource.get("id") != id:
+        raise error(400, "invalid", f"Resource id '{resource.get('id')}' must equal the URL's "
+                    f"id '{id}'", f"{type}.id")
+    for _ in range(MAX_ATTEMPTS):
+        try:
+            async with ctx.storage.unit_of_work() as uow:
+                return await _put(uow, type, id, resource, if_match)
+        except VersionConflict:
+            if if_match is not None:
+                raise _precondition_failed(type, id, if_match) from None
+    raise error(409, "conflict", f"{type}/{id} is being changed concurrently; try again")
+
+
+async def conditional_update(
+    ctx: Context,
+    type: str,
+    criteria: Sequence[tuple[str, str]],
+    resource: dict[str, Any],
+    if_match: int | None,
+) -> WriteResult:
+    """PUT [type]?criteria: update the one match, or create when nothing matches."""
+    check_resource(resource, type)
+    query = _criteria(ctx, type, criteria)
+    body_id = resource.get("id")
+    if body_id is not None:
+        check_id(str(body_id), f"{type}.id")
+    try:
+        async with ctx.storage.unit_of_work() as uow:
+            match = await _match_one(ctx, uow, query, "update")
+            if match is not None and body_id is not None and body_id != match.id:
+                raise error(400, "invalid", f"Resource id '{body_id}' differs from the id "
+                            f"'{match.id}' of the resource the criteria match", f"{type}.id")
+            id = match.id if match is not None else body_id or new_id()
+            resource = {**resource, "id": id}
+            return await _put(uow, type, id, resource, if_match)
+    except VersionConflict:
+        raise error(409, "conflict", f"{type} matching the criteria is being changed "
+                    "concurrently; try again") from None
+
+
+async def delete(ctx: Context, type: str, id: str, if_match: int | None) -> ResourceVersion | None:
+    """DELETE [type]/[id]: a deleted version; None when there was nothing to delete."""
+    check_id(id)
+    for _ in range(MAX_ATTEMPTS):
+        try:
+            async with ctx.storage.unit_of_work() as uow:
+                current = await uow.current(type, id)
+                if current is not None and not ctx.access.allows(type):
+                    current = None
+                if if_match is not None and (current is None or current.version != if_match):
+                    raise _precondition_failed(type, id, if_match)
+                return await _delete(uow, current)
+        except VersionConflict:
+            if if_match is not None:
+                raise _precondition_failed(type, id, if_match) from None
+    raise error(409, "conflict", f"{type}/{id} is being changed concurrently; try again")
+
+
+async def conditional_delete(
+    ctx: Context, type: str, criteria: Sequence[tuple[str, str]]
+) -> ResourceVersion | None:
+    """DELETE [type]?criteria: deletes the one match (single mode); 412 for several."""
+    query = _criteria(ctx, type, criteria)
+    try:
+        async with ctx.storage.unit_of_work() as uow:
+            return await _delete(uow, await _match_one(ctx, uow, query, "delete"))
+    except VersionConflict:
+        raise error(409, "conflict", f"{type} matching the criteria is being changed "
+                    "concurrently; try again") from None
+
+
+async def _put(
+    uow: UnitOfWork, type: str, id: str, resource: dict[str, Any], if_match: int | None
+) -> WriteResult:
+    current = await uow.current(type, id)
+    if if_match is not None and (current is None or current.version != if_match):
+        raise _precondition_failed(type, id, if_match)
+    method = "PUT"
+    version = stored_version(resource, type, id, current, method)
+    await uow.put(version, index_entries(type, resource))
+    return WriteResult(version, created=current is None or current.deleted)
+
+
+async def _delete(uow: UnitOfWork, current: ResourceVersion | None) -> ResourceVersion | None:
+    if current is None or current.deleted:
+        return None
+    version = deleted_version(current)
+    await uow.put(version, ())
+    return version
+
+
+def _criteria(ctx: Context, type: str, criteria: Sequence[tuple[str, str]]) -> SearchQuery:
+    parsed = parse_search(type, criteria)
+    if not parsed.query.where:
+        raise error(400, "invalid", "A conditional interaction needs search criteria")
+    return parsed.query
+
+
+async def _match_one(
+    ctx: Context, uow: UnitOfWork, query: SearchQuery, interaction: str
+) -> ResourceVersion | None:
+    await uow.lock(criteria_key(query))
+    matches = await uow.find(query, ctx.access)
+    if len(matches) > 1:
+        raise error(412, "multiple-matches", f"Conditional {interaction}: {len(matches)} "
+                    f"{query.type} resources match the criteria; they must match at most one")
+    return matches[0] if matches else None
+
+
+def _precondition_failed(type: str, id: str, if_match: int) -> FhirError:
+    return error(412, "conflict", f"If-Match version {if_match} is not the current version of "
+                 f"{type}/{id}")
+
+
+def _gone(version: ResourceVersion) -> FhirError:
+    failure = error(410, "deleted", f"Resource {version.type}/{version.id} was deleted "
+                    f"(version {version.version})")
+    failure.headers["ETag"] = f'W/"{version.version}"'
+    return failure

@@ -1,0 +1,21 @@
+"""The R4 resource types the server accepts, from the generated official definitions."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from fhir_server.validation import definitions
+
+
+@cache
+def resource_types() -> frozenset[str]:
+    return definitions.resource_types()
+
+
+def is_resource_type(name: str) -> bool:
+    return name in resource_types()
+
+
+def has_element(resource_type: str, element: str) -> bool:
+    """Whether the type has a top-level element of that name (e.g. `identifier`)."""
+    return definitions.has_element(resource_type, element)

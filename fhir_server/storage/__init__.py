@@ -1,0 +1,1 @@
+"""Storage: the port (`port.py`) and its engines (`sqlite/`, `mongo/`)."""

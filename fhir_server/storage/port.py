@@ -1,0 +1,156 @@
+"""The storage port: the one async interface every engine implements.
+
+Interactions talk only to this module's types, never to an engine (Medplum's `FhirRepository`
+idea). The port is deliberately small: reads that serve stored bytes, paged history and search,
+and a unit of work through which every write goes. The unit of work is also where later stages
+record subscription events and audit entries, so they commit or roll back with the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from fhir_server.search.query import SearchQuery
+
+Method = Literal["POST", "PUT", "PATCH", "DELETE"]
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceVersion:
+    """One stored version of one resource.
+
+    `json` holds the exact bytes served to clients (meta.versionId and meta.lastUpdated already
+    set), so reads never re-serialise. A delete is a version too: `deleted` is true and `json`
+    is None.
+    """
+
+    type: str
+    id: str
+    version: int
+    last_updated: str  # FHIR instant in UTC with microseconds: sortable as text
+    method: Method
+    json: bytes | None
+
+    @property
+    def deleted(self) -> bool:
+        return self.json is None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenIndex:
+    """A precomputed token search value (system|code), stored with the current version."""
+
+    param: str
+    system: str | None
+    code: str | None
+
+
+IndexEntry = TokenIndex  # the search issue adds string, date, number, quantity, reference, uri
+
+
+@dataclass(frozen=True, slots=True)
+class AccessFilter:
+    """The storage-level predicate that limits what a principal's queries can see.
+
+    Built by `fhir_server.security` from the request's principal; every read and search takes
+    one. `resource_types=None` means every type.
+    """
+
+    resource_types: frozenset[str] | None = None
+
+    def allows(self, resource_type: str) -> bool:
+        return self.resource_types is None or resource_type in self.resource_types
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryCursor:
+    """Keyset position in a history listing (newest first): stable while data changes."""
+
+    last_updated: str
+    type: str
+    id: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    type: str | None = None  # None: system level
+    id: str | None = None  # None: type (or system) level
+    since: str | None = None  # FHIR instant, inclusive
+    count: int = 50
+    before: HistoryCursor | None = None
+
+
+@dataclass(slots=True)
+class Page:
+    """One page of versions plus what the Bundle needs around it."""
+
+    items: list[ResourceVersion]
+    total: int | None
+    has_more: bool = False
+    included: list[ResourceVersion] = field(default_factory=list)
+
+
+class StorageError(Exception):
+    """Base for storage failures the interactions layer turns into FHIR outcomes."""
+
+
+class VersionConflict(StorageError):
+    """Another writer created this (type, id, version) first."""
+
+
+class LockTimeout(StorageError):
+    """A conditional interaction could not get its lock in time."""
+
+
+class UnitOfWork(Protocol):
+    """An atomic write scope: everything put through it commits together or not at all.
+
+    Leaving the `async with` block normally commits; an exception rolls back.
+    """
+
+    async def lock(self, key: str) -> None:
+        """Serialise interactions that share `key` (e.g. a conditional create's criteria)
+        across concurrent requests and processes until this unit of work ends."""
+
+    async def current(self, type: str, id: str) -> ResourceVersion | None:
+        """The current version (deleted or not) as this unit of work sees it."""
+
+    async def find(self, query: SearchQuery, access: AccessFilter) -> list[ResourceVersion]:
+        """Current, non-deleted versions matching `query`, as this unit of work sees them."""
+
+    async def put(self, version: ResourceVersion, index: Sequence[IndexEntry]) -> None:
+        """Store a new version and make it current with its search index values.
+
+        Raises VersionConflict when (type, id, version) exists already.
+        """
+
+
+class Storage(Protocol):
+    """An engine: SQLite (embedded default) or MongoDB (production)."""
+
+    name: str
+
+    async def open(self) -> None:
+        """Connect and create schema and indexes (idempotent)."""
+
+    async def close(self) -> None: ...
+
+    def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]: ...
+
+    async def read(self, type: str, id: str, access: AccessFilter) -> ResourceVersion | None:
+        """The current version, deleted or not; None if the resource never existed."""
+
+    async def vread(
+        self, type: str, id: str, version: int, access: AccessFilter
+    ) -> ResourceVersion | None: ...
+
+    async def history(self, query: HistoryQuery, access: AccessFilter) -> Page:
+        """Versions newest first (last_updated, type, id, version descending)."""
+
+    async def search(self, query: SearchQuery, access: AccessFilter) -> Page:
+        """Current, non-deleted versions matching `query`, in the query's order."""

@@ -1,0 +1,222 @@
+"""The SQLite engine of the storage port.
+
+One writer connection: a unit of work is one `BEGIN IMMEDIATE` transaction, so writers are
+serialised across coroutines (an asyncio lock) and across processes (SQLite's write lock).
+That makes check-then-write interactions (conditional create, If-Match) race-free without
+further locking. Readers use their own connections and see committed data only (WAL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from fhir_server.search.query import SearchQuery
+from fhir_server.search.sql import compile_where
+from fhir_server.storage.port import (
+    AccessFilter,
+    HistoryQuery,
+    IndexEntry,
+    Page,
+    ResourceVersion,
+    TokenIndex,
+    VersionConflict,
+)
+from fhir_server.storage.sqlite.schema import PRAGMAS, SCHEMA
+
+_VERSION_COLUMNS = "h.type, h.id, h.version, h.last_updated, h.method, h.json"
+_CURRENT_FROM = (
+    "FROM resources r JOIN history h ON h.type = r.type AND h.id = r.id AND h.version = r.version"
+)
+READERS = 2
+
+
+class SqliteStorage:
+    name = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._writer: aiosqlite.Connection | None = None
+        self._readers: list[aiosqlite.Connection] = []
+        self._next_reader = itertools.cycle(range(READERS))
+        self._write_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await _connect(self.path)
+        for statement in SCHEMA:
+            await self._writer.execute(statement)
+        self._readers = [await _connect(self.path) for _ in range(READERS)]
+
+    async def close(self) -> None:
+        for connection in [*self._readers, self._writer]:
+            if connection is not None:
+                await connection.close()
+        self._readers, self._writer = [], None
+
+    def _reader(self) -> aiosqlite.Connection:
+        return self._readers[next(self._next_reader)]
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[SqliteUnitOfWork]:
+        assert self._writer is not None, "storage not open"
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield SqliteUnitOfWork(self._writer)
+            except BaseException:
+                await asyncio.shield(self._writer.execute("ROLLBACK"))
+                raise
+            await asyncio.shield(self._writer.execute("COMMIT"))
+
+    async def read(self, type: str, id: str, access: AccessFilter) -> ResourceVersion | None:
+        if not access.allows(type):
+            return None
+        return await _current(self._reader(), type, id)
+
+    async def vread(
+        self, type: str, id: str, version: int, access: AccessFilter
+    ) -> ResourceVersion | None:
+        if not access.allows(type):
+            return None
+        sql = f"SELECT {_VERSION_COLUMNS} FROM history h WHERE type = ? AND id = ? AND version = ?"
+        async with self._reader().execute(sql, (type, id, version)) as cursor:
+            row = await cursor.fetchone()
+        return _version(row) if row else None
+
+    async def history(self, query: HistoryQuery, access: AccessFilter) -> Page:
+        where, params = _history_where(query, access)
+        reader = self._reader()
+        count_sql = f"SELECT count(*) FROM history h WHERE {where}"
+        async with reader.execute(count_sql, params) as cursor:
+            (total,) = await cursor.fetchone()  # type: ignore[misc]
+        if query.before is not None:
+            b = query.before
+            where += " AND (h.last_updated, h.type, h.id, h.version) < (?, ?, ?, ?)"
+            params = [*params, b.last_updated, b.type, b.id, b.version]
+        sql = (
+            f"SELECT {_VERSION_COLUMNS} FROM history h WHERE {where} ORDER BY h.last_updated "
+            "DESC, h.type DESC, h.id DESC, h.version DESC LIMIT ?"
+        )
+        async with reader.execute(sql, [*params, query.count + 1]) as cursor:
+            rows = await cursor.fetchall()
+        items = [_version(row) for row in rows[: query.count]]
+        return Page(items=items, total=total, has_more=len(rows) > query.count)
+
+    async def search(self, query: SearchQuery, access: AccessFilter) -> Page:
+        if not access.allows(query.type):
+            return Page(items=[], total=0 if query.total else None)
+        return await _search(self._reader(), query, paged=True)
+
+
+class SqliteUnitOfWork:
+    """Runs inside the writer's open transaction; sees its own writes."""
+
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self._db = connection
+
+    async def lock(self, key: str) -> None:
+        """Nothing to do: `BEGIN IMMEDIATE` already serialises every writer."""
+
+    async def current(self, type: str, id: str) -> ResourceVersion | None:
+        return await _current(self._db, type, id)
+
+    async def find(self, query: SearchQuery, access: AccessFilter) -> list[ResourceVersion]:
+        if not access.allows(query.type):
+            return []
+        return (await _search(self._db, query, paged=False)).items
+
+    async def put(self, version: ResourceVersion, index: Sequence[IndexEntry]) -> None:
+        v = version
+        try:
+            await self._db.execute(
+                "INSERT INTO history (type, id, version, last_updated, method, json) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (v.type, v.id, v.version, v.last_updated, v.method, v.json),
+            )
+        except sqlite3.IntegrityError:
+            raise VersionConflict(f"{v.type}/{v.id} version {v.version} exists") from None
+        await self._db.execute(
+            "INSERT INTO resources (type, id, version, deleted) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (type, id) DO UPDATE SET version = excluded.version, "
+            "deleted = excluded.deleted",
+            (v.type, v.id, v.version, int(v.deleted)),
+        )
+        await self._db.execute("DELETE FROM idx_token WHERE type = ? AND id = ?", (v.type, v.id))
+        tokens = [
+            (v.type, v.id, e.param, e.system, e.code) for e in index if isinstance(e, TokenIndex)
+        ]
+        if tokens and not v.deleted:
+            await self._db.executemany(
+                "INSERT INTO idx_token (type, id, param, system, code) VALUES (?, ?, ?, ?, ?)",
+                tokens,
+            )
+
+
+async def _connect(path: str) -> aiosqlite.Connection:
+    connection = await aiosqlite.connect(path, isolation_level=None)
+    for pragma in PRAGMAS:
+        await connection.execute(pragma)
+    return connection
+
+
+def _version(row: Any) -> ResourceVersion:
+    type_, id_, version, last_updated, method, json = row
+    return ResourceVersion(type_, id_, version, last_updated, method, json)
+
+
+async def _current(db: aiosqlite.Connection, type: str, id: str) -> ResourceVersion | None:
+    sql = f"SELECT {_VERSION_COLUMNS} {_CURRENT_FROM} WHERE r.type = ? AND r.id = ?"
+    async with db.execute(sql, (type, id)) as cursor:
+        row = await cursor.fetchone()
+    return _version(row) if row else None
+
+
+async def _search(db: aiosqlite.Connection, query: SearchQuery, *, paged: bool) -> Page:
+    where, params = compile_where(query.where)
+    where = "r.type = ? AND r.deleted = 0" + (f" AND {where}" if where else "")
+    params = [query.type, *params]
+    total = None
+    if query.total and paged:
+        async with db.execute(f"SELECT count(*) FROM resources r WHERE {where}", params) as cursor:
+            (total,) = await cursor.fetchone()  # type: ignore[misc]
+    if paged and query.after is not None:
+        where += " AND r.id > ?"
+        params.append(query.after)
+    sql = f"SELECT {_VERSION_COLUMNS} {_CURRENT_FROM} WHERE {where} ORDER BY r.id"
+    if paged:
+        sql += " LIMIT ?"
+        params.append(query.count + 1)
+    async with db.execute(sql, params) as cursor:
+        rows = await cursor.fetchall()
+    limit = query.count if paged else len(rows)
+    return Page([_version(row) for row in rows[:limit]], total, has_more=len(rows) > limit)
+
+
+def _history_where(query: HistoryQuery, access: AccessFilter) -> tuple[str, list[Any]]:
+    clauses: list[str] = ["1 = 1"]
+    params: list[Any] = []
+    if query.type is not None:
+        clauses.append("h.type = ?")
+        params.append(query.type)
+        if not access.allows(query.type):
+            clauses.append("0 = 1")
+    elif access.resource_types is not None:
+        clauses.append("h.type IN (SELECT value FROM json_each(?))")
+        params.append(orjson.dumps(sorted(access.resource_types)).decode())
+    if query.id is not None:
+        clauses.append("h.id = ?")
+        params.append(query.id)
+    if query.since is not None:
+        clauses.append("h.last_updated >= ?")
+        params.append(query.since)
+    return " AND ".join(clauses), params

@@ -1,0 +1,141 @@
+"""Test harness: every conformance test runs once per storage engine.
+
+SQLite always; MongoDB through mongomock-motor, or against a real server when
+FHIR_TEST_MONGODB_URI is set. The run ends with a line naming the engines that ran.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fhir_server.api.app import create_app
+from fhir_server.config import Settings
+from fhir_server.storage.port import Storage
+
+MONGODB_URI = os.environ.get("FHIR_TEST_MONGODB_URI")
+ENGINES_RAN: set[str] = set()
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_storage(engine: str, tmp_path: Path) -> Storage:
+    if engine == "sqlite":
+        from fhir_server.storage.sqlite import SqliteStorage
+
+        ENGINES_RAN.add("sqlite")
+        return SqliteStorage(tmp_path / "fhir.sqlite3")
+    from fhir_server.storage.mongo import MongoStorage
+
+    database = f"fhir_test_{uuid.uuid4().hex[:12]}"
+    if MONGODB_URI:
+        ENGINES_RAN.add(f"mongo (real server at {MONGODB_URI.split('@')[-1]})")
+        return MongoStorage(MONGODB_URI, database)
+    from mongomock_motor import AsyncMongoMockClient
+
+    ENGINES_RAN.add("mongo (mongomock-motor)")
+    return MongoStorage.from_client(AsyncMongoMockClient(), database)
+
+
+@pytest.fixture(params=["sqlite", "mongo"])
+def engine(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def storage(engine: str, tmp_path: Path) -> AsyncIterator[Storage]:
+    store = make_storage(engine, tmp_path)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(sqlite_path=tmp_path / "fhir.sqlite3")
+
+
+@pytest.fixture
+async def client(engine: str, tmp_path: Path, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the ASGI app (lifespan run), one per engine."""
+    app = create_app(settings, make_storage(engine, tmp_path))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://testserver/fhir",
+            headers={"Accept": "application/fhir+json"},
+        ) as http:
+            yield http
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """A real `fhir-server serve` process on loopback (SQLite), for client and crash tests."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/fhir"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "fhir_server.cli", "serve", "--port", str(self.port),
+                   "--db", str(self.db), "--log-level", "warning"]
+        self.process = subprocess.Popen(command, cwd=ROOT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.base_url}/metadata", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start in 30 s")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no flush — what a power cut looks like to the process."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            self.process = None
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    server = LiveServer(tmp_path / "live.sqlite3")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+    engines = ", ".join(sorted(ENGINES_RAN)) or "none"
+    terminalreporter.write_line(f"storage engines exercised: {engines}")

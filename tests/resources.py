@@ -1,0 +1,30 @@
+"""Small realistic resources for tests (Swedish identifiers as HL7 Sweden's base profiles use)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PERSONNUMMER = "http://electronichealth.se/identifier/personnummer"
+HSA_ID = "urn:oid:1.2.752.29.4.19"
+
+
+def patient(pnr: str = "191212121212", family: str = "Tolvansson", **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "identifier": [{"system": PERSONNUMMER, "value": pnr}],
+        "name": [{"family": family, "given": ["Tolvan"]}],
+        "gender": "male",
+        "birthDate": "1912-12-12",
+        **extra,
+    }
+
+
+def care_plan(patient_ref: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "CarePlan",
+        "status": "active",
+        "intent": "plan",
+        "title": "Samordnad individuell plan",
+        "subject": {"reference": patient_ref},
+        **extra,
+    }
