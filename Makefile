@@ -23,6 +23,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check fhir_server tests benchmarks tools
 	$(BIN)/ruff format --check fhir_server tests benchmarks tools
 
+definitions: $(STAMP)
+	$(BIN)/python tools/import_core_definitions.py
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/crud.py
 

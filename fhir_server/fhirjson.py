@@ -49,8 +49,9 @@ def loads_resource(body: bytes) -> dict[str, Any]:
         value = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise error(
-            400, "invalid", f"Body is not valid JSON: {exc.msg} (line {exc.lineno}, column "
-            f"{exc.colno})"
+            400,
+            "invalid",
+            f"Body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
         ) from None
     except RecursionError:
         raise error(400, "invalid", "Body is nested too deeply to be a FHIR resource") from None

@@ -66,7 +66,9 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def client(engine: str, tmp_path: Path, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    engine: str, tmp_path: Path, settings: Settings
+) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on the ASGI app (lifespan run), one per engine."""
     app = create_app(settings, make_storage(engine, tmp_path))
     async with app.router.lifespan_context(app):
@@ -95,8 +97,18 @@ class LiveServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "fhir_server.cli", "serve", "--port", str(self.port),
-                   "--db", str(self.db), "--log-level", "warning"]
+        command = [
+            sys.executable,
+            "-m",
+            "fhir_server.cli",
+            "serve",
+            "--port",
+            str(self.port),
+            "--db",
+            str(self.db),
+            "--log-level",
+            "warning",
+        ]
         self.process = subprocess.Popen(command, cwd=ROOT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -136,6 +148,6 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
         server.stop()
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     engines = ", ".join(sorted(ENGINES_RAN)) or "none"
     terminalreporter.write_line(f"storage engines exercised: {engines}")

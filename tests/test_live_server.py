@@ -10,7 +10,9 @@ from tests.resources import PERSONNUMMER, patient
 
 
 async def test_fhirpy_client_round_trip(live_server: LiveServer) -> None:
-    client = AsyncFHIRClient(live_server.base_url, extra_headers={"Accept": "application/fhir+json"})
+    client = AsyncFHIRClient(
+        live_server.base_url, extra_headers={"Accept": "application/fhir+json"}
+    )
     created = client.resource("Patient", **patient())
     await created.save()
     assert created.id
@@ -27,9 +29,11 @@ async def test_fhirpy_client_round_trip(live_server: LiveServer) -> None:
     search = client.resources("Patient").search(identifier=f"{PERSONNUMMER}|191212121212")
     again, was_created = await search.get_or_create(client.resource("Patient", **patient()))
     assert (again.id, was_created) == (created.id, False)
-    other, was_created = await client.resources("Patient").search(
-        identifier=f"{PERSONNUMMER}|191010101010"
-    ).get_or_create(client.resource("Patient", **patient("191010101010")))
+    other, was_created = (
+        await client.resources("Patient")
+        .search(identifier=f"{PERSONNUMMER}|191010101010")
+        .get_or_create(client.resource("Patient", **patient("191010101010")))
+    )
     assert was_created and other.id != created.id
 
     await fetched.delete()

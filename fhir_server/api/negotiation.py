@@ -40,8 +40,9 @@ def _check_accept(header: str | None) -> None:
             continue
         if media.lower() in JSON_TYPES or media in ACCEPT_ANY:
             return
-    raise error(406, "not-supported", f"None of '{header}' is served; this server speaks "
-                f"{FHIR_JSON}")
+    raise error(
+        406, "not-supported", f"None of '{header}' is served; this server speaks {FHIR_JSON}"
+    )
 
 
 def check_request_format(request: Request) -> None:
@@ -52,5 +53,8 @@ def check_request_format(request: Request) -> None:
     media, *params = (part.strip() for part in header.split(";"))
     charset = dict(p.partition("=")[::2] for p in params).get("charset", "utf-8").strip('"')
     if media.lower() not in JSON_TYPES or charset.lower() not in ("utf-8", "utf8"):
-        raise error(415, "not-supported", f"Content-Type '{header}' is not accepted; send "
-                    f"{FHIR_JSON} in UTF-8")
+        raise error(
+            415,
+            "not-supported",
+            f"Content-Type '{header}' is not accepted; send {FHIR_JSON} in UTF-8",
+        )

@@ -36,9 +36,7 @@ def stored_bytes(version: ResourceVersion, pretty: bool) -> bytes:
 def version_headers(version: ResourceVersion, base_url: str | None = None) -> dict[str, str]:
     headers = {"ETag": etag(version), "Last-Modified": http_date(version.last_updated)}
     if base_url is not None:
-        headers["Location"] = (
-            f"{base_url}/{version.type}/{version.id}/_history/{version.version}"
-        )
+        headers["Location"] = f"{base_url}/{version.type}/{version.id}/_history/{version.version}"
     return headers
 
 

@@ -114,7 +114,9 @@ async def read(request: Request) -> Response:
 async def vread(request: Request) -> Response:
     pretty = check_response_format(request)
     params = request.path_params
-    version = await crud.vread(context(request), resource_type(request), params["id"], params["vid"])
+    version = await crud.vread(
+        context(request), resource_type(request), params["id"], params["vid"]
+    )
     return fhir_response(stored_bytes(version, pretty), 200, version_headers(version))
 
 

@@ -82,8 +82,12 @@ async def update(
     check_id(id)
     check_resource(resource, type)
     if resource.get("id") != id:
-        raise error(400, "invalid", f"Resource id '{resource.get('id')}' must equal the URL's "
-                    f"id '{id}'", f"{type}.id")
+        raise error(
+            400,
+            "invalid",
+            f"Resource id '{resource.get('id')}' must equal the URL's id '{id}'",
+            f"{type}.id",
+        )
     for _ in range(MAX_ATTEMPTS):
         try:
             async with ctx.storage.unit_of_work() as uow:
@@ -111,14 +115,22 @@ async def conditional_update(
         async with ctx.storage.unit_of_work() as uow:
             match = await _match_one(ctx, uow, query, "update")
             if match is not None and body_id is not None and body_id != match.id:
-                raise error(400, "invalid", f"Resource id '{body_id}' differs from the id "
-                            f"'{match.id}' of the resource the criteria match", f"{type}.id")
+                raise error(
+                    400,
+                    "invalid",
+                    f"Resource id '{body_id}' differs from the id "
+                    f"'{match.id}' of the resource the criteria match",
+                    f"{type}.id",
+                )
             id = match.id if match is not None else body_id or new_id()
             resource = {**resource, "id": id}
             return await _put(uow, type, id, resource, if_match)
     except VersionConflict:
-        raise error(409, "conflict", f"{type} matching the criteria is being changed "
-                    "concurrently; try again") from None
+        raise error(
+            409,
+            "conflict",
+            f"{type} matching the criteria is being changed concurrently; try again",
+        ) from None
 
 
 async def delete(ctx: Context, type: str, id: str, if_match: int | None) -> ResourceVersion | None:
@@ -148,8 +160,11 @@ async def conditional_delete(
         async with ctx.storage.unit_of_work() as uow:
             return await _delete(uow, await _match_one(ctx, uow, query, "delete"))
     except VersionConflict:
-        raise error(409, "conflict", f"{type} matching the criteria is being changed "
-                    "concurrently; try again") from None
+        raise error(
+            409,
+            "conflict",
+            f"{type} matching the criteria is being changed concurrently; try again",
+        ) from None
 
 
 async def _put(
@@ -185,18 +200,26 @@ async def _match_one(
     await uow.lock(criteria_key(query))
     matches = await uow.find(query, ctx.access)
     if len(matches) > 1:
-        raise error(412, "multiple-matches", f"Conditional {interaction}: {len(matches)} "
-                    f"{query.type} resources match the criteria; they must match at most one")
+        raise error(
+            412,
+            "multiple-matches",
+            f"Conditional {interaction}: {len(matches)} "
+            f"{query.type} resources match the criteria; they must match at most one",
+        )
     return matches[0] if matches else None
 
 
 def _precondition_failed(type: str, id: str, if_match: int) -> FhirError:
-    return error(412, "conflict", f"If-Match version {if_match} is not the current version of "
-                 f"{type}/{id}")
+    return error(
+        412, "conflict", f"If-Match version {if_match} is not the current version of {type}/{id}"
+    )
 
 
 def _gone(version: ResourceVersion) -> FhirError:
-    failure = error(410, "deleted", f"Resource {version.type}/{version.id} was deleted "
-                    f"(version {version.version})")
+    failure = error(
+        410,
+        "deleted",
+        f"Resource {version.type}/{version.id} was deleted (version {version.version})",
+    )
     failure.headers["ETag"] = f'W/"{version.version}"'
     return failure

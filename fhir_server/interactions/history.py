@@ -55,8 +55,9 @@ def _query(
     count, since, before = ctx.settings.default_page_size, None, None
     for name, value in params:
         if name not in HISTORY_PARAMS:
-            raise error(400, "not-supported", f"Parameter '{name}' is not supported on history",
-                        name)
+            raise error(
+                400, "not-supported", f"Parameter '{name}' is not supported on history", name
+            )
         if name == "_count":
             if not value.isdigit():
                 raise error(400, "invalid", "_count must be a non-negative integer", "_count")
@@ -87,6 +88,7 @@ def _cursor(value: str) -> HistoryCursor:
         or not all(isinstance(p, str) for p in position[:3])
         or not isinstance(position[3], int)
     ):
-        raise error(400, "invalid", "'_cursor' is not a paging position this server issued",
-                    "_cursor")
+        raise error(
+            400, "invalid", "'_cursor' is not a paging position this server issued", "_cursor"
+        )
     return HistoryCursor(*position)

@@ -22,8 +22,9 @@ async def search_type(
         lenient=lenient,
     )
     if parsed.query.after is not None and not isinstance(parsed.query.after, str):
-        raise error(400, "invalid", "'_cursor' is not a paging position this server issued",
-                    "_cursor")
+        raise error(
+            400, "invalid", "'_cursor' is not a paging position this server issued", "_cursor"
+        )
     page = await ctx.storage.search(parsed.query, ctx.access)
     links = {"self": link(ctx.base_url, type, parsed.applied)}
     if page.has_more and page.items:

@@ -80,7 +80,9 @@ def criteria_key(query: SearchQuery) -> str:
 def _condition(name: str, value: str) -> Condition:
     alternatives = split_escaped(value, ",")
     if len(alternatives) > MAX_ALTERNATIVES:
-        raise error(400, "too-costly", f"More than {MAX_ALTERNATIVES} alternatives in '{name}'", name)
+        raise error(
+            400, "too-costly", f"More than {MAX_ALTERNATIVES} alternatives in '{name}'", name
+        )
     if name == "_id":
         for alternative in alternatives:
             if not alternative or len(alternative) > 64 or set(alternative) - ID_PATTERN_CHARS:
@@ -122,7 +124,9 @@ def split_escaped(value: str, separator: str) -> list[str]:
 
 def _parse_count(value: str, max_count: int) -> int:
     if not value.isdigit():
-        raise error(400, "invalid", f"_count must be a non-negative integer, not '{value}'", "_count")
+        raise error(
+            400, "invalid", f"_count must be a non-negative integer, not '{value}'", "_count"
+        )
     return min(int(value), max_count)
 
 
@@ -140,4 +144,6 @@ def decode_cursor(value: str, name: str) -> object:
     try:
         return orjson.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
-        raise error(400, "invalid", f"'{name}' is not a paging position this server issued", name)
+        raise error(
+            400, "invalid", f"'{name}' is not a paging position this server issued", name
+        ) from None

@@ -23,7 +23,9 @@ class SearchParam:
 
 
 ID = SearchParam("_id", "token", "Logical id of the resource")
-IDENTIFIER = SearchParam("identifier", "token", "A business identifier (system|value)", "identifier")
+IDENTIFIER = SearchParam(
+    "identifier", "token", "A business identifier (system|value)", "identifier"
+)
 
 # Result parameters: they shape the response rather than select resources.
 RESULT_PARAMS = frozenset({"_count", "_cursor", "_total", "_format", "_pretty"})

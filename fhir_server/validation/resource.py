@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir_server.validation.r4b_models import r4b_model
+from fhir_server.validation.structure import check_structure
 from pydantic import ValidationError
 
 from fhir_server.errors import FhirError, Issue, error
 from fhir_server.resource_types import is_resource_type
-from fhir_server.validation.r4b_models import r4b_model
-from fhir_server.validation.structure import check_structure
 
 RULE_CODES = frozenset({"required"})
 
@@ -26,14 +26,17 @@ def check_resource(resource: dict[str, Any], expected_type: str | None = None) -
     if not isinstance(resource_type, str) or not resource_type:
         raise error(400, "required", "Resource has no resourceType", "resourceType")
     if not is_resource_type(resource_type):
-        raise error(400, "not-supported", f"'{resource_type}' is not an R4 resource type",
-                    "resourceType")
+        raise error(
+            400, "not-supported", f"'{resource_type}' is not an R4 resource type", "resourceType"
+        )
     if expected_type is not None and resource_type != expected_type:
-        raise error(400, "invalid", f"Resource type {resource_type} does not match the URL's "
-                    f"{expected_type}", "resourceType")
-    issues = [
-        Issue("error", i.code, i.message, (i.expression,)) for i in check_structure(resource)
-    ]
+        raise error(
+            400,
+            "invalid",
+            f"Resource type {resource_type} does not match the URL's {expected_type}",
+            "resourceType",
+        )
+    issues = [Issue("error", i.code, i.message, (i.expression,)) for i in check_structure(resource)]
     if not issues:
         issues = _model_issues(resource_type, resource)
     if issues:
@@ -50,7 +53,9 @@ def _model_issues(resource_type: str, resource: dict[str, Any]) -> list[Issue]:
         model.model_validate(resource)
     except ValidationError as exc:
         return [
-            Issue("error", _issue_code(e["type"]), e["msg"], (_expression(resource_type, e["loc"]),))
+            Issue(
+                "error", _issue_code(e["type"]), e["msg"], (_expression(resource_type, e["loc"]),)
+            )
             for e in exc.errors(include_url=False)
         ]
     return []

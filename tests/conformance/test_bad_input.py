@@ -72,8 +72,10 @@ async def test_wrong_type_names_its_path(client: httpx.AsyncClient) -> None:
 
 
 async def test_missing_required_element_is_422(client: httpx.AsyncClient) -> None:
-    response = await client.post("/CarePlan", json={"resourceType": "CarePlan", "intent": "plan",
-                                                    "subject": {"reference": "Patient/1"}})
+    response = await client.post(
+        "/CarePlan",
+        json={"resourceType": "CarePlan", "intent": "plan", "subject": {"reference": "Patient/1"}},
+    )
     assert response.status_code == 422
     assert ["CarePlan.status"] in [i["expression"] for i in response.json()["issue"]]
     await _assert_refused_after(client)

@@ -12,15 +12,21 @@ PNR = f"{PERSONNUMMER}|191212121212"
 
 
 async def test_conditional_create_if_none_exist(client: httpx.AsyncClient) -> None:
-    first = await client.post("/Patient", json=patient(), headers={"If-None-Exist": f"identifier={PNR}"})
+    first = await client.post(
+        "/Patient", json=patient(), headers={"If-None-Exist": f"identifier={PNR}"}
+    )
     assert first.status_code == 201
-    second = await client.post("/Patient", json=patient(), headers={"If-None-Exist": f"identifier={PNR}"})
+    second = await client.post(
+        "/Patient", json=patient(), headers={"If-None-Exist": f"identifier={PNR}"}
+    )
     assert second.status_code == 200
     assert second.json()["id"] == first.json()["id"]
     assert (await client.get("/Patient", params={"identifier": PNR})).json()["total"] == 1
 
 
-async def test_conditional_create_in_query_string_as_fhirpy_sends(client: httpx.AsyncClient) -> None:
+async def test_conditional_create_in_query_string_as_fhirpy_sends(
+    client: httpx.AsyncClient,
+) -> None:
     first = await client.post("/Patient", params={"identifier": PNR}, json=patient())
     second = await client.post("/Patient", params={"identifier": PNR}, json=patient())
     assert (first.status_code, second.status_code) == (201, 200)

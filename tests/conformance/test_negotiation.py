@@ -58,7 +58,9 @@ async def test_non_json_body_is_415_and_stores_nothing(
 async def test_json_content_types_are_accepted(client: httpx.AsyncClient) -> None:
     for content_type in ("application/fhir+json", "application/json; charset=utf-8"):
         response = await client.post(
-            "/Patient", content=b'{"resourceType":"Patient"}', headers={"Content-Type": content_type}
+            "/Patient",
+            content=b'{"resourceType":"Patient"}',
+            headers={"Content-Type": content_type},
         )
         assert response.status_code == 201
 
@@ -86,7 +88,13 @@ async def test_capability_statement_states_what_is_served(client: httpx.AsyncCli
     patient_caps = types["Patient"]
     codes = {i["code"] for i in patient_caps["interaction"]}
     assert codes == {
-        "read", "vread", "update", "delete", "create", "search-type", "history-instance",
+        "read",
+        "vread",
+        "update",
+        "delete",
+        "create",
+        "search-type",
+        "history-instance",
         "history-type",
     }
     assert patient_caps["conditionalCreate"] is True

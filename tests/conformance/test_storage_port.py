@@ -99,12 +99,18 @@ async def test_access_filter_hides_types(storage: Storage) -> None:
 
 async def test_token_search_semantics(storage: Storage) -> None:
     async with storage.unit_of_work() as uow:
-        await uow.put(version("Patient", "a", 1, "2026-01-01T00:00:00.000001Z"),
-                      [TokenIndex("identifier", "urn:x", "1")])
-        await uow.put(version("Patient", "b", 1, "2026-01-01T00:00:00.000002Z"),
-                      [TokenIndex("identifier", None, "1")])
-        await uow.put(version("Patient", "c", 1, "2026-01-01T00:00:00.000003Z"),
-                      [TokenIndex("identifier", "urn:x", "2")])
+        await uow.put(
+            version("Patient", "a", 1, "2026-01-01T00:00:00.000001Z"),
+            [TokenIndex("identifier", "urn:x", "1")],
+        )
+        await uow.put(
+            version("Patient", "b", 1, "2026-01-01T00:00:00.000002Z"),
+            [TokenIndex("identifier", None, "1")],
+        )
+        await uow.put(
+            version("Patient", "c", 1, "2026-01-01T00:00:00.000003Z"),
+            [TokenIndex("identifier", "urn:x", "2")],
+        )
 
     async def ids(*where) -> list[str]:
         page = await storage.search(SearchQuery("Patient", tuple(where)), ALL)
