@@ -18,4 +18,4 @@ def is_resource_type(name: str) -> bool:
 
 def has_element(resource_type: str, element: str) -> bool:
     """Whether the type has a top-level element of that name (e.g. `identifier`)."""
-    return definitions.has_element(resource_type, element)
+    return definitions.element(f"{resource_type}.{element}") is not None

@@ -21,19 +21,7 @@ STARTED = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 def capability_statement(base_url: str, engine: str) -> dict[str, Any]:
     type_interactions = sorted({r.interaction for r in ROUTES if r.level != "system"})
     system_interactions = sorted({r.interaction for r in ROUTES if r.level == "system"})
-    resources = [
-        {
-            "type": name,
-            "interaction": [{"code": code} for code in type_interactions],
-            **RESOURCE_FEATURES,
-            "searchParam": [
-                {"name": p.name, "type": p.type, "documentation": p.documentation}
-                for p in search_params(name).values()
-                if not p.name.startswith("_")
-            ],
-        }
-        for name in sorted(resource_types())
-    ]
+    resources = [resource_capability(name, type_interactions) for name in sorted(resource_types())]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -58,6 +46,22 @@ def capability_statement(base_url: str, engine: str) -> dict[str, Any]:
             }
         ],
     }
+
+
+def resource_capability(name: str, interactions: list[str]) -> dict[str, Any]:
+    capability: dict[str, Any] = {
+        "type": name,
+        "interaction": [{"code": code} for code in interactions],
+        **RESOURCE_FEATURES,
+    }
+    params = [
+        {"name": p.name, "type": p.type, "documentation": p.documentation}
+        for p in search_params(name).values()
+        if not p.name.startswith("_")
+    ]
+    if params:  # FHIR JSON allows no empty arrays
+        capability["searchParam"] = params
+    return capability
 
 
 async def metadata(request: Request) -> Response:

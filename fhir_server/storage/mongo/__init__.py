@@ -1,0 +1,5 @@
+"""The production engine: MongoDB through motor (transactions on a replica set)."""
+
+from fhir_server.storage.mongo.engine import MongoStorage
+
+__all__ = ["MongoStorage"]

@@ -1,0 +1,220 @@
+"""The MongoDB engine of the storage port (motor, async).
+
+Collections (see `documents`): `resources` (current version + `idx` search values per
+resource), `history` (every version, `_id = "{type}/{id}/{version}"`), `locks` (leases).
+
+Version numbers are race-safe because the history `_id` is unique: of two writers creating the
+same version, the second insert fails with a duplicate key and becomes `VersionConflict`.
+
+Commit, by deployment (detected once in `open()` with the `hello` command):
+
+* Replica set member or mongos: a unit of work's writes run in one multi-document
+  transaction, so a multi-resource unit of work is atomic.
+* Standalone server (and mongomock in tests), the fallback: writes are applied one by one, each
+  as "insert the history document, then move the current document forward" (a replace that
+  only matches an older version). This is NOT atomic across resources: a conflict or crash
+  half-way leaves the earlier resources written. A crash between the two steps of one write
+  leaves the current document one version behind its history. Reads and `current()` repair
+  that on the fly in this mode: they follow `history` by `_id` past the current version
+  (point lookups of version+1, +2, ...), so readers see the committed version and the next
+  writer builds on it (its forward-only replace then fixes the current document, including
+  `idx`). Until that next write, search still uses the stale current document.
+
+History order (one total order, also the keyset cursor's): `last_updated` desc, `type` desc,
+`id` desc, `version` desc. Search order: `id` ascending (binary string order).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pymongo.errors import OperationFailure
+
+from fhir_server.search.mongo import compile_where
+from fhir_server.search.query import SearchQuery
+from fhir_server.storage.mongo.documents import (
+    HISTORY,
+    HISTORY_SORT,
+    INDEXES,
+    LOCKS,
+    RESOURCES,
+    VERSION_FIELDS,
+    history_key,
+    resource_key,
+    to_version,
+)
+from fhir_server.storage.mongo.locks import KeyLocks
+from fhir_server.storage.mongo.unit_of_work import MongoUnitOfWork
+from fhir_server.storage.port import (
+    AccessFilter,
+    HistoryCursor,
+    HistoryQuery,
+    Page,
+    ResourceVersion,
+)
+
+log = logging.getLogger(__name__)
+
+LOCK_TIMEOUT_SECONDS = 10.0
+LEASE_SECONDS = 30.0
+
+
+class MongoStorage:
+    name = "mongo"
+
+    def __init__(
+        self,
+        uri: str,
+        database: str,
+        *,
+        lock_timeout: float = LOCK_TIMEOUT_SECONDS,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
+        from motor.motor_asyncio import AsyncIOMotorClient
+
+        self._setup(AsyncIOMotorClient(uri), database, lock_timeout, lease_seconds)
+        self._owns_client = True
+
+    @classmethod
+    def from_client(
+        cls,
+        client: Any,
+        database: str,
+        *,
+        lock_timeout: float = LOCK_TIMEOUT_SECONDS,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> MongoStorage:
+        """Use an existing (e.g. mongomock-motor) client; `close()` leaves it open."""
+        storage = cls.__new__(cls)
+        storage._setup(client, database, lock_timeout, lease_seconds)
+        return storage
+
+    def _setup(self, client: Any, database: str, lock_timeout: float, lease: float) -> None:
+        self.client = client
+        self.db = client[database]
+        self.resources_col = self.db[RESOURCES]
+        self.history_col = self.db[HISTORY]
+        self.locks_col = self.db[LOCKS]
+        self.lock_timeout = lock_timeout
+        self.lease_seconds = lease
+        self.key_locks = KeyLocks()
+        self.transactions = False
+        self._owns_client = False
+
+    async def open(self) -> None:
+        """Create indexes (idempotent: same names and specs) and detect transaction support."""
+        for collection, keys, options in INDEXES:
+            await self.db[collection].create_index(keys, **options)
+        self.transactions = await self._supports_transactions()
+        log.info("mongo storage open; multi-document transactions: %s", self.transactions)
+
+    async def _supports_transactions(self) -> bool:
+        """Transactions need a replica set member or mongos; a standalone server and
+        mongomock (which has no `hello` and no sessions) get the fallback."""
+        try:
+            hello = await self.client.admin.command("hello")
+        except (NotImplementedError, OperationFailure):
+            return False
+        return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+
+    async def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[MongoUnitOfWork]:
+        unit = MongoUnitOfWork(self)
+        try:
+            yield unit
+            await unit.commit()
+        finally:
+            await unit.release()
+
+    async def read(self, type: str, id: str, access: AccessFilter) -> ResourceVersion | None:
+        if not access.allows(type):
+            return None
+        return await self.current_version(type, id)
+
+    async def current_version(self, type: str, id: str) -> ResourceVersion | None:
+        """The current version, repaired from history in the non-transactional mode."""
+        document = await self.resources_col.find_one(
+            {"_id": resource_key(type, id)}, VERSION_FIELDS
+        )
+        current = to_version(document) if document is not None else None
+        if self.transactions:
+            return current
+        version = current.version if current is not None else 0
+        while True:
+            newer = await self.history_col.find_one(
+                {"_id": history_key(type, id, version + 1)}, VERSION_FIELDS
+            )
+            if newer is None:
+                return current
+            current = to_version(newer)
+            version = current.version
+
+    async def vread(
+        self, type: str, id: str, version: int, access: AccessFilter
+    ) -> ResourceVersion | None:
+        if not access.allows(type):
+            return None
+        document = await self.history_col.find_one(
+            {"_id": history_key(type, id, version)}, VERSION_FIELDS
+        )
+        return to_version(document) if document is not None else None
+
+    async def history(self, query: HistoryQuery, access: AccessFilter) -> Page:
+        if query.type is not None and not access.allows(query.type):
+            return Page(items=[], total=0)
+        filter_: dict[str, Any] = {}
+        if query.type is not None:
+            filter_["type"] = query.type
+        elif access.resource_types is not None:
+            filter_["type"] = {"$in": sorted(access.resource_types)}
+        if query.id is not None:
+            filter_["id"] = query.id
+        if query.since is not None:
+            filter_["last_updated"] = {"$gte": query.since}
+        total = await self.history_col.count_documents(filter_)
+        if query.before is not None:
+            filter_ = {"$and": [filter_, _after_cursor(query.before)]}
+        cursor = self.history_col.find(filter_, VERSION_FIELDS).sort(HISTORY_SORT)
+        documents = await cursor.limit(query.count + 1).to_list(None)
+        items = [to_version(d) for d in documents[: query.count]]
+        return Page(items=items, total=total, has_more=len(documents) > query.count)
+
+    async def search(self, query: SearchQuery, access: AccessFilter) -> Page:
+        if not access.allows(query.type):
+            return Page(items=[], total=0 if query.total else None)
+        filter_: dict[str, Any] = {
+            "type": query.type,
+            "deleted": False,
+            **compile_where(query.where),
+        }
+        total = await self.resources_col.count_documents(filter_) if query.total else None
+        if query.after is not None:
+            filter_["id"] = {"$gt": query.after}
+        cursor = self.resources_col.find(filter_, VERSION_FIELDS).sort([("id", 1)])
+        documents = await cursor.limit(query.count + 1).to_list(None)
+        items = [to_version(d) for d in documents[: query.count]]
+        return Page(items=items, total=total, has_more=len(documents) > query.count)
+
+
+def _after_cursor(c: HistoryCursor) -> dict[str, Any]:
+    """Strictly after `c` in the (all descending) history order: a row-value `<`."""
+    return {
+        "$or": [
+            {"last_updated": {"$lt": c.last_updated}},
+            {"last_updated": c.last_updated, "type": {"$lt": c.type}},
+            {"last_updated": c.last_updated, "type": c.type, "id": {"$lt": c.id}},
+            {
+                "last_updated": c.last_updated,
+                "type": c.type,
+                "id": c.id,
+                "version": {"$lt": c.version},
+            },
+        ]
+    }

@@ -1,0 +1,201 @@
+"""The MongoDB unit of work: buffered writes, applied at commit.
+
+Writes wait in memory until the `async with` block ends, so a rollback is simply dropping
+them; `current` and `find` overlay the buffer on the database, so later steps of a transaction
+bundle see earlier ones. How the buffer is applied depends on the deployment (see `engine`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pymongo.errors import DuplicateKeyError
+
+from fhir_server.search.mongo import compile_where, matches
+from fhir_server.search.query import SearchQuery
+from fhir_server.storage.mongo.documents import (
+    VERSION_FIELDS,
+    current_document,
+    history_document,
+    history_key,
+    index_documents,
+    resource_key,
+    to_version,
+)
+from fhir_server.storage.mongo.locks import acquire_lease, release_lease
+from fhir_server.storage.port import (
+    AccessFilter,
+    IndexEntry,
+    ResourceVersion,
+    StorageError,
+    VersionConflict,
+)
+
+if TYPE_CHECKING:
+    from fhir_server.storage.mongo.engine import MongoStorage
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    version: ResourceVersion
+    index: tuple[IndexEntry, ...]
+    index_docs: list[dict[str, Any]]  # stored form, for overlay matching
+
+
+class MongoUnitOfWork:
+    """One unit of work; `MongoStorage.unit_of_work` commits or discards it and releases its
+    locks."""
+
+    def __init__(self, storage: MongoStorage) -> None:
+        self._storage = storage
+        self._owner = uuid.uuid4().hex
+        self._writes: list[_Write] = []
+        self._latest: dict[str, _Write] = {}  # resource key -> last buffered write
+        self._held: list[str] = []
+        self._closed = False
+
+    async def lock(self, key: str) -> None:
+        """Reentrant within this unit of work; held until it commits or rolls back."""
+        self._check_open()
+        if key in self._held:
+            return
+        storage = self._storage
+        started = _loop_time()
+        await storage.key_locks.acquire(key, storage.lock_timeout)
+        remaining = storage.lock_timeout - (_loop_time() - started)
+        try:
+            await acquire_lease(
+                storage.locks_col, key, self._owner, storage.lease_seconds, remaining
+            )
+        except BaseException:
+            storage.key_locks.release(key)
+            raise
+        self._held.append(key)
+
+    async def current(self, type: str, id: str) -> ResourceVersion | None:
+        write = self._latest.get(resource_key(type, id))
+        if write is not None:
+            return write.version
+        return await self._storage.current_version(type, id)
+
+    async def find(self, query: SearchQuery, access: AccessFilter) -> list[ResourceVersion]:
+        """All matches (no paging), the buffer overriding what the database holds."""
+        if not access.allows(query.type):
+            return []
+        storage = self._storage
+        found: dict[str, ResourceVersion] = {}
+        filter_ = {"type": query.type, "deleted": False, **compile_where(query.where)}
+        async for document in storage.resources_col.find(filter_, VERSION_FIELDS):
+            found[document["_id"]] = to_version(document)
+        for key, write in self._latest.items():
+            version = write.version
+            if version.type != query.type:
+                continue
+            found.pop(key, None)
+            if not version.deleted and matches(query.where, version.id, write.index_docs):
+                found[key] = version
+        return sorted(found.values(), key=lambda v: v.id)
+
+    async def put(self, version: ResourceVersion, index: Sequence[IndexEntry]) -> None:
+        """Buffer the write. Known conflicts are reported now; a writer racing us is caught by
+        the unique history `_id` at commit."""
+        self._check_open()
+        key = resource_key(version.type, version.id)
+        hkey = history_key(version.type, version.id, version.version)
+        if any(w.version.version == version.version for w in self._writes_of(key)):
+            raise VersionConflict(f"{hkey} is already written in this unit of work")
+        if await self._storage.history_col.find_one({"_id": hkey}, {"_id": 1}) is not None:
+            raise VersionConflict(f"{hkey} exists")
+        entries = tuple(index)
+        write = _Write(version, entries, [] if version.deleted else index_documents(entries))
+        self._writes.append(write)
+        self._latest[key] = write
+
+    async def commit(self) -> None:
+        self._check_open()
+        self._closed = True
+        if not self._writes:
+            return
+        if self._storage.transactions:
+            await self._commit_transaction()
+        else:
+            await self._commit_in_order()
+
+    async def release(self) -> None:
+        """End of the unit of work, whatever happened: drop the buffer and every lock."""
+        self._closed = True
+        self._writes.clear()
+        self._latest.clear()
+        storage = self._storage
+        while self._held:
+            key = self._held.pop()
+            try:
+                await release_lease(storage.locks_col, key, self._owner)
+            finally:
+                storage.key_locks.release(key)
+
+    async def _commit_transaction(self) -> None:
+        """Replica set or sharded cluster: all writes in one multi-document transaction."""
+        storage = self._storage
+
+        async def apply(session: Any) -> None:
+            for write in self._writes:
+                v = write.version
+                await storage.history_col.insert_one(history_document(v), session=session)
+                await storage.resources_col.replace_one(
+                    {"_id": resource_key(v.type, v.id)},
+                    current_document(v, write.index),
+                    upsert=True,
+                    session=session,
+                )
+
+        async with await storage.client.start_session() as session:
+            try:
+                await session.with_transaction(apply)
+            except DuplicateKeyError as exc:
+                raise VersionConflict(_conflict_message(exc)) from None
+
+    async def _commit_in_order(self) -> None:
+        """Standalone server (or mongomock): the non-atomic fallback described in `engine`."""
+        storage = self._storage
+        keys = [history_key(w.version.type, w.version.id, w.version.version) for w in self._writes]
+        existing = await storage.history_col.find({"_id": {"$in": keys}}, {"_id": 1}).to_list(None)
+        if existing:
+            # Fail before writing anything when a conflict is already visible.
+            raise VersionConflict(f"{existing[0]['_id']} exists")
+        for write in self._writes:
+            v = write.version
+            try:
+                await storage.history_col.insert_one(history_document(v))
+            except DuplicateKeyError:
+                raise VersionConflict(f"{history_key(v.type, v.id, v.version)} exists") from None
+            # The history insert won this version; now move the current pointer forward,
+            # never back (a later writer may already be ahead). No match on an existing
+            # document makes the upsert collide on `_id`: it is at this version or newer.
+            with suppress(DuplicateKeyError):
+                await storage.resources_col.replace_one(
+                    {"_id": resource_key(v.type, v.id), "version": {"$lt": v.version}},
+                    current_document(v, write.index),
+                    upsert=True,
+                )
+
+    def _writes_of(self, key: str) -> list[_Write]:
+        return [w for w in self._writes if resource_key(w.version.type, w.version.id) == key]
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("unit of work has ended")
+
+
+def _conflict_message(exc: DuplicateKeyError) -> str:
+    key = (exc.details or {}).get("keyValue", {}).get("_id", "a version")
+    return f"{key} exists"
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()

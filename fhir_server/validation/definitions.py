@@ -1,0 +1,112 @@
+"""Read-only access to the generated FHIR R4 definitions in ``fhir_server/definitions``.
+
+Why: the official R4 StructureDefinitions (imported by ``tools/import_core_definitions.py``)
+are the judge of what a resource may contain.  The files are parsed once per process and
+exposed through small typed helpers so the validator never touches raw JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+# Plain path, not importlib.resources: works for wheels, editable and namespace imports.
+_DIR = Path(__file__).resolve().parent.parent / "definitions"
+
+
+@dataclass(frozen=True, slots=True)
+class ElementDef:
+    """One snapshot element: ``max`` is None for ``*``; ``ref`` names a contentReference."""
+
+    path: str
+    min: int
+    max: int | None
+    types: tuple[str, ...]
+    nested: bool
+    ref: str | None
+
+    @property
+    def name(self) -> str:
+        """The last path segment, e.g. ``value[x]``."""
+        return self.path.rsplit(".", 1)[1]
+
+    @property
+    def parent(self) -> str:
+        return self.path.rsplit(".", 1)[0]
+
+
+def _load(name: str) -> Any:
+    return json.loads((_DIR / name).read_text(encoding="utf-8"))
+
+
+@cache
+def _elements_file() -> dict[str, Any]:
+    data: dict[str, Any] = _load("elements.json")
+    return data
+
+
+@cache
+def resource_types() -> frozenset[str]:
+    """All concrete R4 resource type names (146)."""
+    return frozenset(_load("resource_types.json"))
+
+
+@cache
+def structure_names() -> frozenset[str]:
+    """Resource types and complex datatypes that have element definitions."""
+    return frozenset(_elements_file()["elements"])
+
+
+@cache
+def primitive_regexes() -> dict[str, str | None]:
+    """Primitive type name -> regex of its value from the definition (None if not given)."""
+    return dict(_elements_file()["primitives"])
+
+
+def primitive_types() -> frozenset[str]:
+    return frozenset(primitive_regexes())
+
+
+@cache
+def elements(type_name: str) -> dict[str, ElementDef]:
+    """Snapshot elements of a resource or complex datatype, by path; empty if unknown."""
+    raw = _elements_file()["elements"].get(type_name, {})
+    return {path: _element_def(path, e) for path, e in raw.items()}
+
+
+def _element_def(path: str, e: dict[str, Any]) -> ElementDef:
+    return ElementDef(
+        path=path,
+        min=int(e["min"]),
+        max=None if e["max"] == "*" else int(e["max"]),
+        types=tuple(e.get("types", ())),
+        nested=bool(e.get("nested", False)),
+        ref=e.get("ref"),
+    )
+
+
+def element(path: str) -> ElementDef | None:
+    """The element at a full path such as ``Patient.contact.name``."""
+    return elements(path.split(".", 1)[0]).get(path)
+
+
+@cache
+def children(path: str) -> tuple[ElementDef, ...]:
+    """Direct child elements of a type (``Patient``) or of a backbone element path."""
+    return tuple(e for e in elements(path.split(".", 1)[0]).values() if e.parent == path)
+
+
+@cache
+def r4b_equal_types() -> frozenset[str]:
+    """Resource types whose ``fhir.resources.R4B`` model has exactly the R4 structure."""
+    return frozenset(_load("r4b_equal_types.json"))
+
+
+@cache
+def r4b_differences() -> dict[str, str]:
+    """First R4B-vs-R4 difference for each resource type that is not R4B-equal."""
+    data: dict[str, str] = _load("r4b_differences.json")
+    return data

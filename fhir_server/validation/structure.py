@@ -1,0 +1,365 @@
+"""Structural validation of FHIR R4 JSON against the official R4 definitions.
+
+Why: ``fhir.resources`` only has R4B models, which differ from R4 for some types, so the
+generated R4 snapshot data decides which elements exist, their cardinality, choice types and
+primitive formats.  Lookup tables are built once per process; the walk itself is plain dict
+and list traversal (no pydantic) so it is cheap enough to run on every write.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+from .definitions import ElementDef, children, primitive_regexes, resource_types, structure_names
+
+Checker = Callable[[Any], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class StructureIssue:
+    """One problem, ready for an OperationOutcome.issue (code is a FHIR issue-type code)."""
+
+    severity: str
+    code: str
+    expression: str
+    message: str
+
+
+_PRIMITIVE, _COMPLEX, _RESOURCE = 0, 1, 2
+_INT_RANGES = {
+    "integer": (-(2**31), 2**31 - 1),
+    "unsignedInt": (0, 2**31 - 1),
+    "positiveInt": (1, 2**31 - 1),
+}
+# The R4 base64Binary regex `(\s*([0-9a-zA-Z\+/=]){4}\s*)+` backtracks exponentially on
+# failure; this is the same language without the ambiguous adjacent `\s*`.
+_B64 = r"\s*[0-9a-zA-Z+/=]{4}(?:\s*[0-9a-zA-Z+/=]{4})*\s*"
+_B64_PLAIN = re.compile(r"[0-9a-zA-Z+/=]+")  # fast path: no whitespace, length % 4 == 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """One JSON property name allowed in an object (``valueString`` for ``value[x]``)."""
+
+    json_name: str
+    element: ElementDef
+    many: bool
+    kind: int
+    type: str
+    node: str  # table key for complex children (datatype name or backbone path)
+    check: Checker | None
+    choice: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    """All properties allowed in one kind of object plus its required elements."""
+
+    label: str
+    slots: dict[str, _Slot]
+    required: tuple[tuple[str, tuple[str, ...], int], ...]  # (element, JSON names + _names, min)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float | Decimal):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _string_checker(name: str, regex: str | None) -> Checker:
+    # ASCII: the definitions use XML Schema regexes, where \s is only space/tab/CR/LF
+    # (Python's Unicode \s would also reject e.g. a no-break space inside a string).
+    pattern = re.compile(_B64 if name == "base64Binary" else regex, re.ASCII) if regex else None
+
+    def check(value: Any) -> str | None:
+        if not isinstance(value, str):
+            return f"must be a JSON string ({name}), not {_json_kind(value)}"
+        if not value:
+            return "must not be an empty string"
+        if name == "base64Binary" and len(value) % 4 == 0 and _B64_PLAIN.fullmatch(value):
+            return None
+        if pattern is not None and pattern.fullmatch(value) is None:
+            return f"value {_show(value)} is not a valid {name}"
+        return None
+
+    return check
+
+
+def _checker(name: str, regex: str | None) -> Checker:
+    """Value check for one primitive type: JSON type first, then range or regex."""
+    if name == "boolean":
+        return lambda v: (
+            None if isinstance(v, bool) else f"must be a JSON boolean, not {_json_kind(v)}"
+        )
+    if name in _INT_RANGES:
+        low, high = _INT_RANGES[name]
+
+        def check_int(value: Any) -> str | None:
+            if isinstance(value, bool) or not isinstance(value, int):
+                return f"must be a JSON integer ({name}), not {_show(value)}"
+            if not low <= value <= high:
+                return f"value {value} is out of range for {name} ({low}..{high})"
+            return None
+
+        return check_int
+    if name == "decimal":
+
+        def check_decimal(value: Any) -> str | None:
+            if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+                return f"must be a JSON number (decimal), not {_json_kind(value)}"
+            if isinstance(value, float | Decimal) and not math.isfinite(value):
+                return f"value {value} is not a finite decimal"
+            return None
+
+        return check_decimal
+    return _string_checker(name, regex)
+
+
+def _choice_names(element: ElementDef) -> list[tuple[str, str]]:
+    if not element.name.endswith("[x]"):
+        return [(element.name, element.types[0] if element.types else "")]
+    stem = element.name[:-3]
+    return [(stem + t[0].upper() + t[1:], t) for t in element.types]
+
+
+def _build_node(key: str, checkers: dict[str, Checker]) -> _Node:
+    slots: dict[str, _Slot] = {}
+    required: list[tuple[str, tuple[str, ...], int]] = []
+    for element in children(key):
+        if element.max == 0:
+            continue
+        names = _choice_names(element) if element.ref is None else [(element.name, "")]
+        for json_name, code in names:
+            if element.ref is not None or element.nested:
+                kind, node, type_code = _COMPLEX, element.ref or element.path, "BackboneElement"
+            elif code in checkers:
+                kind, node, type_code = _PRIMITIVE, "", code
+            elif code == "Resource":
+                kind, node, type_code = _RESOURCE, "", code
+            else:
+                kind, node, type_code = _COMPLEX, code, code
+            slots[json_name] = _Slot(
+                json_name=json_name,
+                element=element,
+                many=element.max != 1,
+                kind=kind,
+                type=type_code,
+                node=node,
+                check=checkers.get(code) if kind == _PRIMITIVE else None,
+                choice=element.name.endswith("[x]"),
+            )
+        if element.min >= 1:
+            present = tuple(p for n, _ in names for p in (n, "_" + n))  # value or extension
+            required.append((element.name, present, element.min))
+    return _Node(label=key, slots=slots, required=tuple(required))
+
+
+@cache
+def _tables() -> dict[str, _Node]:
+    """Lookup table for every type root and every backbone path, built on first use."""
+    checkers = {name: _checker(name, rx) for name, rx in primitive_regexes().items()}
+    tables: dict[str, _Node] = {}
+    pending = list(structure_names())
+    while pending:
+        key = pending.pop()
+        if key in tables:
+            continue
+        node = tables[key] = _build_node(key, checkers)
+        pending.extend(s.node for s in node.slots.values() if s.node and s.node not in tables)
+    return tables
+
+
+class _Walker:
+    """Collects issues while walking one resource tree."""
+
+    __slots__ = ("issues", "tables")
+
+    def __init__(self) -> None:
+        self.tables = _tables()
+        self.issues: list[StructureIssue] = []
+
+    def add(self, code: str, expression: str, message: str) -> None:
+        self.issues.append(StructureIssue("error", code, expression, message))
+
+    def resource(self, obj: Any, prefix: str | None) -> None:
+        where = prefix or "Resource"
+        if not isinstance(obj, dict):
+            self.add("structure", where, f"A resource must be a JSON object, not {_json_kind(obj)}")
+            return
+        rtype = obj.get("resourceType")
+        if rtype is None:
+            self.add("required", where, "Missing 'resourceType'")
+            return
+        if not isinstance(rtype, str) or rtype not in resource_types():
+            self.add("invalid", where, f"Unknown resourceType {_show(rtype)} (not an R4 resource)")
+            return
+        self.obj(obj, self.tables[rtype], prefix or rtype, True)
+
+    def obj(
+        self,
+        obj: dict[str, Any],
+        node: _Node,
+        path: str,
+        is_resource: bool = False,
+        label: str = "",
+    ) -> None:
+        label = label or node.label
+        if not obj:
+            self.add("structure", path, f"Empty object in {label}: not allowed in FHIR JSON")
+            return
+        slots = node.slots
+        chosen: dict[str, str] | None = None
+        for key, value in obj.items():
+            slot = slots.get(key)
+            if slot is None:
+                if is_resource and key == "resourceType":
+                    continue
+                base = slots.get(key[1:]) if key[:1] == "_" else None
+                if base is not None and base.kind == _PRIMITIVE:
+                    self.primitive_ext(value, base, path, obj.get(base.json_name))
+                else:
+                    self.add("structure", f"{path}.{key}", f"Unknown element '{key}' in {label}")
+                continue
+            if slot.choice:
+                group = slot.element.path
+                if chosen is None:
+                    chosen = {}
+                elif group in chosen:
+                    self.add(
+                        "structure",
+                        f"{path}.{key}",
+                        f"Only one of the {group} choices may be present, "
+                        f"found '{chosen[group]}' and '{key}'",
+                    )
+                    continue
+                chosen[group] = key
+            self.value(value, slot, path, obj)
+        for name, present_names, minimum in node.required:
+            for present in present_names:
+                if present in obj:
+                    break
+            else:
+                self.add(
+                    "required",
+                    f"{path}.{name}",
+                    f"Missing required element '{name}' of {label} (min {minimum})",
+                )
+
+    def value(self, value: Any, slot: _Slot, path: str, parent: dict[str, Any]) -> None:
+        # Hot path: valid single primitives build no location string and make no extra call.
+        check = slot.check
+        if check is not None and not slot.many and value is not None and type(value) is not list:
+            message = check(value)
+            if message:
+                self.add("value", f"{path}.{slot.json_name}", f"'{slot.json_name}' {message}")
+            return
+        loc = f"{path}.{slot.json_name}"
+        if slot.many:
+            if not isinstance(value, list):
+                self.add(
+                    "structure", loc, f"'{slot.json_name}' repeats (max *) and must be an array"
+                )
+                self.item(value, slot, loc)
+                return
+            if not value:
+                self.add("structure", loc, "Empty arrays are not allowed in FHIR JSON")
+                return
+            if len(value) < slot.element.min:
+                self.add("required", loc, f"At least {slot.element.min} items are required")
+            ext = parent.get("_" + slot.json_name) if slot.kind == _PRIMITIVE else None
+            for i, item in enumerate(value):
+                if check is not None and item is not None:
+                    message = check(item)
+                    if message:
+                        self.add("value", f"{loc}[{i}]", f"'{slot.json_name}' {message}")
+                elif item is None and isinstance(ext, list) and i < len(ext) and ext[i] is not None:
+                    continue  # value absent, extension present: aligned null is allowed
+                else:
+                    self.item(item, slot, f"{loc}[{i}]")
+        elif isinstance(value, list):
+            self.add("structure", loc, f"'{slot.json_name}' has max 1 and must not be an array")
+            for i, item in enumerate(value):
+                self.item(item, slot, f"{loc}[{i}]")
+        else:
+            self.item(value, slot, loc)
+
+    def item(self, item: Any, slot: _Slot, loc: str) -> None:
+        if item is None:
+            self.add("structure", loc, "null is not allowed here")
+        elif slot.kind == _PRIMITIVE:
+            message = slot.check(item) if slot.check else None
+            if message:
+                self.add("value", loc, f"'{slot.json_name}' {message}")
+        elif slot.kind == _RESOURCE:
+            self.resource(item, loc)
+        elif isinstance(item, dict):
+            self.obj(item, self.tables[slot.node], loc)
+        else:
+            kind = _json_kind(item)
+            self.add(
+                "structure", loc, f"'{slot.json_name}' ({slot.type}) must be an object, not {kind}"
+            )
+
+    def primitive_ext(self, value: Any, slot: _Slot, path: str, primary: Any) -> None:
+        """``_name`` sibling: only id/extension; arrays align with the primitive array."""
+        loc, element = f"{path}.{slot.json_name}", self.tables["Element"]
+        label = f"'_{slot.json_name}' (only 'id' and 'extension' are allowed)"
+        if not slot.many:
+            if isinstance(value, dict):
+                self.obj(value, element, loc, label=label)
+            else:
+                self.add(
+                    "structure",
+                    loc,
+                    f"'_{slot.json_name}' must be an object, not {_json_kind(value)}",
+                )
+            return
+        if not isinstance(value, list):
+            self.add("structure", loc, f"'_{slot.json_name}' must be an array (max *)")
+            return
+        if isinstance(primary, list) and len(primary) != len(value):
+            self.add(
+                "structure",
+                loc,
+                f"'_{slot.json_name}' has {len(value)} items, '{slot.json_name}' {len(primary)}",
+            )
+        if not value or all(v is None for v in value):
+            self.add("structure", loc, f"'_{slot.json_name}' must not be empty or all null")
+            return
+        for i, item in enumerate(value):
+            if item is None:
+                if not isinstance(primary, list) or i >= len(primary):
+                    self.add("structure", f"{loc}[{i}]", "null without a matching value")
+            elif isinstance(item, dict):
+                self.obj(item, element, f"{loc}[{i}]", label=label)
+            else:
+                self.add("structure", f"{loc}[{i}]", f"must be an object, not {_json_kind(item)}")
+
+
+def check_structure(resource: Any) -> list[StructureIssue]:
+    """Validate a parsed FHIR JSON resource against the R4 definitions; [] means valid."""
+    walker = _Walker()
+    walker.resource(resource, None)
+    return walker.issues
+
+
+def warm_up() -> None:
+    """Build the lookup tables now (e.g. at server start) instead of on the first request."""
+    _tables()
