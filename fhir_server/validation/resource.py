@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir_server.validation.r4b_models import r4b_model
-from fhir_server.validation.structure import check_structure
 from pydantic import ValidationError
 
 from fhir_server.errors import FhirError, Issue, error
 from fhir_server.resource_types import is_resource_type
+from fhir_server.validation.r4b_models import r4b_model
+from fhir_server.validation.structure import check_structure
 
 RULE_CODES = frozenset({"required"})
 
