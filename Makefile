@@ -16,12 +16,12 @@ run: $(STAMP)
 	$(BIN)/fhir-server serve --host 127.0.0.1 --port 8080 --db ./data/fhir.sqlite3
 
 test: $(STAMP)
-	$(BIN)/ruff check fhir_server tests benchmarks tools
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check fhir_server tests benchmarks tools
-	$(BIN)/ruff format --check fhir_server tests benchmarks tools
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 definitions: $(STAMP)
 	$(BIN)/python tools/import_core_definitions.py
