@@ -46,7 +46,9 @@ def loads_resource(body: bytes) -> dict[str, Any]:
     if not text.strip():
         raise error(400, "invalid", "Body is empty; a FHIR JSON resource was expected")
     try:
-        value = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        value = json.loads(
+            text, parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=_object
+        )
     except json.JSONDecodeError as exc:
         raise error(
             400,
@@ -59,6 +61,16 @@ def loads_resource(body: bytes) -> dict[str, Any]:
         raise error(400, "invalid", f"Body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise error(400, "invalid", "Body must be a JSON object holding a FHIR resource")
+    return value
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; a repeated key is ambiguous, so it is an error, not last-one-wins."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"key '{duplicate}' appears twice in one object")
     return value
 
 

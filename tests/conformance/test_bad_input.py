@@ -94,3 +94,26 @@ async def test_unknown_resource_type_in_body_is_400(client: httpx.AsyncClient) -
 
 async def _assert_refused_after(client: httpx.AsyncClient) -> None:
     assert (await client.get("/_history")).json()["total"] == 0
+
+
+async def test_duplicate_json_keys_are_400(client: httpx.AsyncClient) -> None:
+    body = b'{"resourceType":"Patient","gender":"male","gender":"female"}'
+    response = await client.post("/Patient", content=body, headers=JSON)
+    await _assert_refused(client, response, 400)
+    assert "gender" in response.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"resourceType":"Patient","multipleBirthInteger":99999999999999999999}',
+        b'{"resourceType":"Patient","name":[{"family":"\\ud800"}]}',
+        b'{"resourceType":"Patient","active":null}',
+        b'{"resourceType":"Patient","birthDate":"2020-02-30"}',
+    ],
+)
+async def test_values_json_allows_but_fhir_does_not_are_400(
+    client: httpx.AsyncClient, body: bytes
+) -> None:
+    response = await client.post("/Patient", content=body, headers=JSON)
+    await _assert_refused(client, response, 400)
