@@ -14,6 +14,7 @@ from fhir_server.api.routes import ROUTES
 from fhir_server.config import Settings
 from fhir_server.storage.factory import create_storage
 from fhir_server.storage.port import Storage
+from fhir_server.validation.structure import warm_up
 
 
 def create_app(settings: Settings | None = None, storage: Storage | None = None) -> FastAPI:
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await storage.open()
+        warm_up()  # build the definitions' lookup tables before the first request
         try:
             yield
         finally:
