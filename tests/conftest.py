@@ -6,7 +6,10 @@ FHIR_TEST_MONGODB_URI is set. The run ends with a line naming the engines that r
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -87,6 +90,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if the test process dies, so no server outlives a run."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class LiveServer:
     """A real `fhir-server serve` process on loopback (SQLite), for client and crash tests."""
 
@@ -97,6 +106,7 @@ class LiveServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        ENGINES_RAN.add("sqlite (live uvicorn)")
         command = [
             sys.executable,
             "-m",
@@ -109,7 +119,7 @@ class LiveServer:
             "--log-level",
             "warning",
         ]
-        self.process = subprocess.Popen(command, cwd=ROOT)
+        self.process = subprocess.Popen(command, cwd=ROOT, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
