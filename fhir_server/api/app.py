@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from fhir_server import __version__
 from fhir_server.api.errors import install_error_handlers
@@ -43,7 +44,9 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app.state.storage = storage
     install_error_handlers(app)
     base = settings.base_path.rstrip("/")
-    app.add_api_route(f"{base}/metadata", metadata, methods=["GET"])
+    # Plain Starlette routes: handlers take the Request and return a Response, so FastAPI's
+    # dependency and body machinery would be pure per-request cost.
+    app.router.routes.append(Route(f"{base}/metadata", metadata, methods=["GET"]))
     for route in ROUTES:
-        app.add_api_route(base + route.path, route.handler, methods=[route.method])
+        app.router.routes.append(Route(base + route.path, route.handler, methods=[route.method]))
     return app

@@ -17,6 +17,9 @@ ACCEPT_ANY = frozenset({"*/*", "application/*"})
 
 def check_response_format(request: Request) -> bool:
     """Raise 406 unless JSON is acceptable; return whether `_pretty=true` was asked."""
+    if not request.scope["query_string"]:  # the common case: skip parsing a query
+        _check_accept(request.headers.get("accept"))
+        return False
     fmt = request.query_params.get("_format")
     if fmt is not None:
         media = fmt.split(";")[0].strip().lower()

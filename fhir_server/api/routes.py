@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Literal
 from urllib.parse import parse_qsl
@@ -31,7 +30,7 @@ from fhir_server.interactions import crud
 from fhir_server.interactions.context import Context
 from fhir_server.interactions.history import history
 from fhir_server.interactions.search import search_type
-from fhir_server.interactions.versions import INSTANT_FORMAT
+from fhir_server.interactions.versions import parse_instant
 from fhir_server.resource_types import is_resource_type
 from fhir_server.security.principal import ANONYMOUS
 from fhir_server.storage.port import ResourceVersion
@@ -52,7 +51,9 @@ class Route:
 def context(request: Request) -> Context:
     """The request's context; every request carries a principal (anonymous until tokens)."""
     state = request.app.state
-    base_url = str(request.base_url).rstrip("/") + state.settings.base_path
+    scope = request.scope
+    host = request.headers.get("host") or "{}:{}".format(*scope["server"])
+    base_url = f"{scope['scheme']}://{host}{scope.get('root_path', '')}{state.settings.base_path}"
     return Context(state.storage, state.settings, ANONYMOUS, base_url)
 
 
@@ -221,8 +222,7 @@ def _not_modified(request: Request, version: ResourceVersion, headers: dict[str,
         threshold = parsedate_to_datetime(since)
     except (TypeError, ValueError):
         return False  # an unreadable date is ignored, as RFC 9110 says
-    modified = datetime.strptime(version.last_updated, INSTANT_FORMAT).replace(tzinfo=UTC)
-    return modified.replace(microsecond=0) <= threshold
+    return parse_instant(version.last_updated).replace(microsecond=0) <= threshold
 
 
 ROUTES: tuple[Route, ...] = (

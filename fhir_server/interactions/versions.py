@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 from fhir_server import fhirjson
@@ -20,8 +21,7 @@ def next_instant(previous: str | None) -> str:
     """Now, in UTC with microseconds; never earlier than the resource's previous version."""
     now = datetime.now(UTC)
     if previous is not None:
-        floor = datetime.strptime(previous, INSTANT_FORMAT).replace(tzinfo=UTC)
-        now = max(now, floor + timedelta(microseconds=1))
+        now = max(now, parse_instant(previous) + timedelta(microseconds=1))
     return now.strftime(INSTANT_FORMAT)
 
 
@@ -53,10 +53,14 @@ def deleted_version(previous: ResourceVersion) -> ResourceVersion:
     )
 
 
+def parse_instant(instant: str) -> datetime:
+    """A stored last_updated back to a datetime (fromisoformat: C speed, on every read)."""
+    return datetime.fromisoformat(instant)
+
+
 def http_date(instant: str) -> str:
     """An HTTP-date (RFC 9110) for Last-Modified."""
-    moment = datetime.strptime(instant, INSTANT_FORMAT).replace(tzinfo=UTC)
-    return moment.strftime("%a, %d %b %Y %H:%M:%S GMT")
+    return format_datetime(parse_instant(instant), usegmt=True)
 
 
 def etag(version: ResourceVersion) -> str:

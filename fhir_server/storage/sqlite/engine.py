@@ -89,16 +89,13 @@ class SqliteStorage:
         if not access.allows(type):
             return None
         sql = f"SELECT {_VERSION_COLUMNS} FROM history h WHERE type = ? AND id = ? AND version = ?"
-        async with self._reader().execute(sql, (type, id, version)) as cursor:
-            row = await cursor.fetchone()
-        return _version(row) if row else None
+        rows = await self._reader().execute_fetchall(sql, (type, id, version))
+        return _version(rows[0]) if rows else None
 
     async def history(self, query: HistoryQuery, access: AccessFilter) -> Page:
         where, params = _history_where(query, access)
         reader = self._reader()
-        count_sql = f"SELECT count(*) FROM history h WHERE {where}"
-        async with reader.execute(count_sql, params) as cursor:
-            (total,) = await cursor.fetchone()  # type: ignore[misc]
+        total = await _count(reader, f"SELECT count(*) FROM history h WHERE {where}", params)
         if query.before is not None:
             b = query.before
             where += " AND (h.last_updated, h.type, h.id, h.version) < (?, ?, ?, ?)"
@@ -107,8 +104,7 @@ class SqliteStorage:
             f"SELECT {_VERSION_COLUMNS} FROM history h WHERE {where} ORDER BY h.last_updated "
             "DESC, h.type DESC, h.id DESC, h.version DESC LIMIT ?"
         )
-        async with reader.execute(sql, [*params, query.count + 1]) as cursor:
-            rows = await cursor.fetchall()
+        rows = list(await reader.execute_fetchall(sql, [*params, query.count + 1]))
         items = [_version(row) for row in rows[: query.count]]
         return Page(items=items, total=total, has_more=len(rows) > query.count)
 
@@ -176,9 +172,13 @@ def _version(row: Any) -> ResourceVersion:
 
 async def _current(db: aiosqlite.Connection, type: str, id: str) -> ResourceVersion | None:
     sql = f"SELECT {_VERSION_COLUMNS} {_CURRENT_FROM} WHERE r.type = ? AND r.id = ?"
-    async with db.execute(sql, (type, id)) as cursor:
-        row = await cursor.fetchone()
-    return _version(row) if row else None
+    rows = await db.execute_fetchall(sql, (type, id))  # one thread hop, not three
+    return _version(rows[0]) if rows else None
+
+
+async def _count(db: aiosqlite.Connection, sql: str, params: list[Any]) -> int:
+    rows = await db.execute_fetchall(sql, params)
+    return int(next(iter(rows))[0])
 
 
 async def _search(db: aiosqlite.Connection, query: SearchQuery, *, paged: bool) -> Page:
@@ -187,8 +187,7 @@ async def _search(db: aiosqlite.Connection, query: SearchQuery, *, paged: bool) 
     params = [query.type, *params]
     total = None
     if query.total and paged:
-        async with db.execute(f"SELECT count(*) FROM resources r WHERE {where}", params) as cursor:
-            (total,) = await cursor.fetchone()  # type: ignore[misc]
+        total = await _count(db, f"SELECT count(*) FROM resources r WHERE {where}", params)
     if paged and query.after is not None:
         where += " AND r.id > ?"
         params.append(query.after)
@@ -196,8 +195,7 @@ async def _search(db: aiosqlite.Connection, query: SearchQuery, *, paged: bool) 
     if paged:
         sql += " LIMIT ?"
         params.append(query.count + 1)
-    async with db.execute(sql, params) as cursor:
-        rows = await cursor.fetchall()
+    rows = list(await db.execute_fetchall(sql, params))
     limit = query.count if paged else len(rows)
     return Page([_version(row) for row in rows[:limit]], total, has_more=len(rows) > limit)
 
