@@ -78,10 +78,16 @@ def if_match(request: Request) -> int | None:
     return int(value)
 
 
+def criteria(request: Request) -> list[tuple[str, str]]:
+    """The search criteria of a conditional interaction: the query less output parameters."""
+    return [(k, v) for k, v in query_pairs(request) if k not in ("_format", "_pretty")]
+
+
 def write_response(
-    request: Request, ctx: Context, version: ResourceVersion, status: int, pretty: bool
+    request: Request, ctx: Context, result: crud.WriteResult, pretty: bool
 ) -> Response:
     """Answer a create or update as `Prefer: return=` asks (representation by default)."""
+    version, status = result.version, 201 if result.created else 200
     headers = version_headers(version, ctx.base_url)
     wanted = prefer(request.headers).get("return", "representation")
     if wanted == "minimal":
@@ -126,12 +132,12 @@ async def create(request: Request) -> Response:
     ctx = context(request)
     type = resource_type(request)
     resource = await read_resource(request, ctx.settings.max_body_bytes)
-    criteria = [(k, v) for k, v in query_pairs(request) if k not in ("_format", "_pretty")]
+    conditions = criteria(request)
     if_none_exist = request.headers.get("if-none-exist")
     if if_none_exist is not None:
-        criteria = parse_qsl(if_none_exist.partition("?")[2] or if_none_exist, True)
-    result = await crud.create(ctx, type, resource, criteria)
-    return write_response(request, ctx, result.version, 201 if result.created else 200, pretty)
+        conditions = parse_qsl(if_none_exist.partition("?")[2] or if_none_exist, True)
+    result = await crud.create(ctx, type, resource, conditions)
+    return write_response(request, ctx, result, pretty)
 
 
 async def update(request: Request) -> Response:
@@ -140,7 +146,7 @@ async def update(request: Request) -> Response:
     type = resource_type(request)
     resource = await read_resource(request, ctx.settings.max_body_bytes)
     result = await crud.update(ctx, type, request.path_params["id"], resource, if_match(request))
-    return write_response(request, ctx, result.version, 201 if result.created else 200, pretty)
+    return write_response(request, ctx, result, pretty)
 
 
 async def conditional_update(request: Request) -> Response:
@@ -148,9 +154,10 @@ async def conditional_update(request: Request) -> Response:
     ctx = context(request)
     type = resource_type(request)
     resource = await read_resource(request, ctx.settings.max_body_bytes)
-    criteria = [(k, v) for k, v in query_pairs(request) if k not in ("_format", "_pretty")]
-    result = await crud.conditional_update(ctx, type, criteria, resource, if_match(request))
-    return write_response(request, ctx, result.version, 201 if result.created else 200, pretty)
+    result = await crud.conditional_update(
+        ctx, type, criteria(request), resource, if_match(request)
+    )
+    return write_response(request, ctx, result, pretty)
 
 
 async def delete(request: Request) -> Response:
@@ -163,8 +170,7 @@ async def delete(request: Request) -> Response:
 async def conditional_delete(request: Request) -> Response:
     check_response_format(request)
     type = resource_type(request)
-    criteria = [(k, v) for k, v in query_pairs(request) if k not in ("_format", "_pretty")]
-    version = await crud.conditional_delete(context(request), type, criteria)
+    version = await crud.conditional_delete(context(request), type, criteria(request))
     return deleted_response(version, f"{type} matching the criteria")
 
 

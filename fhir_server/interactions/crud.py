@@ -63,6 +63,7 @@ async def create(
     ctx: Context, type: str, resource: dict[str, Any], criteria: Sequence[tuple[str, str]] = ()
 ) -> WriteResult:
     """Create with a server-assigned id; with criteria (If-None-Exist) only if none match."""
+    _check_writable(ctx, type)
     check_resource(resource, type)
     query = _criteria(ctx, type, criteria) if criteria else None
     async with ctx.storage.unit_of_work() as uow:
@@ -79,6 +80,7 @@ async def update(
     ctx: Context, type: str, id: str, resource: dict[str, Any], if_match: int | None
 ) -> WriteResult:
     """PUT [type]/[id]: update, or create with the client's id when it does not exist."""
+    _check_writable(ctx, type)
     check_id(id)
     check_resource(resource, type)
     if resource.get("id") != id:
@@ -95,7 +97,7 @@ async def update(
         except VersionConflict:
             if if_match is not None:
                 raise _precondition_failed(type, id, if_match) from None
-    raise error(409, "conflict", f"{type}/{id} is being changed concurrently; try again")
+    raise _concurrent_change(f"{type}/{id}")
 
 
 async def conditional_update(
@@ -106,6 +108,7 @@ async def conditional_update(
     if_match: int | None,
 ) -> WriteResult:
     """PUT [type]?criteria: update the one match, or create when nothing matches."""
+    _check_writable(ctx, type)
     check_resource(resource, type)
     query = _criteria(ctx, type, criteria)
     body_id = resource.get("id")
@@ -126,45 +129,37 @@ async def conditional_update(
             resource = {**resource, "id": id}
             return await _put(uow, type, id, resource, if_match)
     except VersionConflict:
-        raise error(
-            409,
-            "conflict",
-            f"{type} matching the criteria is being changed concurrently; try again",
-        ) from None
+        raise _concurrent_change(f"{type} matching the criteria") from None
 
 
 async def delete(ctx: Context, type: str, id: str, if_match: int | None) -> ResourceVersion | None:
     """DELETE [type]/[id]: a deleted version; None when there was nothing to delete."""
+    _check_writable(ctx, type)
     check_id(id)
     for _ in range(MAX_ATTEMPTS):
         try:
             async with ctx.storage.unit_of_work() as uow:
                 current = await uow.current(type, id)
-                if current is not None and not ctx.access.allows(type):
-                    current = None
                 if if_match is not None and (current is None or current.version != if_match):
                     raise _precondition_failed(type, id, if_match)
                 return await _delete(uow, current)
         except VersionConflict:
             if if_match is not None:
                 raise _precondition_failed(type, id, if_match) from None
-    raise error(409, "conflict", f"{type}/{id} is being changed concurrently; try again")
+    raise _concurrent_change(f"{type}/{id}")
 
 
 async def conditional_delete(
     ctx: Context, type: str, criteria: Sequence[tuple[str, str]]
 ) -> ResourceVersion | None:
     """DELETE [type]?criteria: deletes the one match (single mode); 412 for several."""
+    _check_writable(ctx, type)
     query = _criteria(ctx, type, criteria)
     try:
         async with ctx.storage.unit_of_work() as uow:
             return await _delete(uow, await _match_one(ctx, uow, query, "delete"))
     except VersionConflict:
-        raise error(
-            409,
-            "conflict",
-            f"{type} matching the criteria is being changed concurrently; try again",
-        ) from None
+        raise _concurrent_change(f"{type} matching the criteria") from None
 
 
 async def _put(
@@ -207,6 +202,16 @@ async def _match_one(
             f"{query.type} resources match the criteria; they must match at most one",
         )
     return matches[0] if matches else None
+
+
+def _check_writable(ctx: Context, type: str) -> None:
+    """Writes obey the principal's access filter as reads do."""
+    if not ctx.access.allows(type):
+        raise error(403, "forbidden", f"Writing {type} resources is not allowed")
+
+
+def _concurrent_change(what: str) -> FhirError:
+    return error(409, "conflict", f"{what} is being changed concurrently; try again")
 
 
 def _precondition_failed(type: str, id: str, if_match: int) -> FhirError:
