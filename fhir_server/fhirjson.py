@@ -8,11 +8,14 @@ and stored resource bytes in verbatim (`orjson.Fragment`), so reads never re-ser
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
 
 from fhir_server.errors import error
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class Decimal(float):
@@ -61,6 +64,11 @@ def loads_resource(body: bytes) -> dict[str, Any]:
         raise error(400, "invalid", f"Body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise error(400, "invalid", "Body must be a JSON object holding a FHIR resource")
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            dumps(value)  # a paired escape decodes to one character; a lone one cannot encode
+        except TypeError:
+            raise error(400, "invalid", "Body contains a lone UTF-16 surrogate escape") from None
     return value
 
 

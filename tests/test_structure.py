@@ -19,6 +19,10 @@ DOC = {"reference": "Practitioner/dr1"}
 ORG = {"reference": "Organization/kommun-1"}
 
 
+def errors(resource: dict[str, Any]) -> list[Any]:
+    return [i for i in check_structure(resource) if i.severity == "error"]
+
+
 def cc(text: str, system: str | None = None, code: str | None = None) -> dict[str, Any]:
     """A CodeableConcept with optional coding."""
     concept: dict[str, Any] = {"text": text}
@@ -133,8 +137,8 @@ REALISTIC = [PATIENT, CAREPLAN, ENCOUNTER, APPOINTMENT, COMMUNICATION, CONSENT, 
 
 
 @pytest.mark.parametrize("resource", REALISTIC, ids=lambda r: r["resourceType"])
-def test_realistic_resources_have_no_issues(resource: dict[str, Any]) -> None:
-    assert check_structure(resource) == []
+def test_realistic_resources_have_no_errors(resource: dict[str, Any]) -> None:
+    assert errors(resource) == []
 
 
 def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -197,7 +201,7 @@ NEGATIVE = [  # (id, resource, issue code, expression)
     ("parameters-resource-type",
      {"resourceType": "Parameters",
       "parameter": [{"name": "r", "resource": {"resourceType": "X"}}]},
-     "invalid", "Parameters.parameter[0].resource"),
+     "structure", "Parameters.parameter[0].resource"),
     ("content-reference",
      {"resourceType": "Questionnaire", "status": "draft",
       "item": [{"linkId": "1", "type": "group", "item": [{"type": "string"}]}]},
@@ -207,7 +211,7 @@ NEGATIVE = [  # (id, resource, issue code, expression)
     ("r4-only-type-required", {"resourceType": "MedicinalProduct", "name": [{"type": {}}]},
      "required", "MedicinalProduct.name[0].productName"),
     ("missing-resource-type", {"id": "x"}, "required", "Resource"),
-    ("r4b-only-resource-type", {"resourceType": "MedicinalProductDefinition"}, "invalid",
+    ("r4b-only-resource-type", {"resourceType": "MedicinalProductDefinition"}, "structure",
      "Resource"),
 ]
 POSITIVE = [
@@ -236,23 +240,23 @@ POSITIVE = [
 def test_negative_cases(resource: dict[str, Any], code: str, expression: str) -> None:
     issues = check_structure(resource)
     assert (code, expression) in [(i.code, i.expression) for i in issues], issues
-    assert all(i.severity == "error" and i.message for i in issues)
+    assert all(i.severity in ("error", "warning") and i.message for i in issues)
 
 
 @pytest.mark.parametrize("resource", [c[1] for c in POSITIVE], ids=[c[0] for c in POSITIVE])
 def test_positive_cases(resource: dict[str, Any]) -> None:
-    assert check_structure(resource) == []
+    assert errors(resource) == []
 
 
 def test_exact_messages() -> None:
-    [issue] = check_structure(_with(OBS, valueString="a", valueBoolean=True))
+    [issue] = errors(_with(OBS, valueString="a", valueBoolean=True))
     assert issue.message == (
         "Only one of the Observation.value[x] choices may be present, "
         "found 'valueString' and 'valueBoolean'"
     )
-    [issue] = check_structure({"resourceType": PT, "foo": 1})
+    [issue] = errors({"resourceType": PT, "foo": 1})
     assert issue.message == "Unknown element 'foo' in Patient"
-    [issue] = check_structure({"resourceType": PT, "active": "yes"})
+    [issue] = errors({"resourceType": PT, "active": "yes"})
     assert issue.message == "'active' must be a JSON boolean, not string"
 
 

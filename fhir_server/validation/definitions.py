@@ -27,6 +27,7 @@ class ElementDef:
     types: tuple[str, ...]
     nested: bool
     ref: str | None
+    targets: tuple[str, ...] = ()  # allowed Reference target types; () means any
 
     @property
     def name(self) -> str:
@@ -85,6 +86,7 @@ def _element_def(path: str, e: dict[str, Any]) -> ElementDef:
         types=tuple(e.get("types", ())),
         nested=bool(e.get("nested", False)),
         ref=e.get("ref"),
+        targets=tuple(e.get("targets", ())),
     )
 
 
@@ -110,3 +112,61 @@ def r4b_differences() -> dict[str, str]:
     """First R4B-vs-R4 difference for each resource type that is not R4B-equal."""
     data: dict[str, str] = _load("r4b_differences.json")
     return data
+
+
+@dataclass(frozen=True, slots=True)
+class ValueSetCodes:
+    """A value set expanded at import time; ``complete`` is False if it cannot be judged."""
+
+    url: str
+    complete: bool
+    codes: frozenset[tuple[str, str]]  # (system, code)
+    bare_codes: frozenset[str]  # codes without their system, for `code` elements
+
+
+@dataclass(frozen=True, slots=True)
+class InvariantDef:
+    """One constraint of the base specification, at the element path that defines it."""
+
+    path: str
+    key: str
+    severity: str
+    human: str
+    expression: str
+
+
+@cache
+def bindings() -> dict[str, tuple[str, str]]:
+    """Element path -> (strength, value set url) for required and extensible bindings."""
+    return {path: (b[0], b[1]) for path, b in _load("bindings.json").items()}
+
+
+@cache
+def _valuesets_file() -> dict[str, Any]:
+    data: dict[str, Any] = _load("valuesets.json")
+    return data
+
+
+@cache
+def core_valueset(url: str) -> ValueSetCodes | None:
+    """The expansion of a value set bound somewhere in the base specification."""
+    raw = _valuesets_file().get(url)
+    if raw is None:
+        return None
+    pairs = frozenset((s, c) for s, codes in raw["codes"].items() for c in codes)
+    return ValueSetCodes(url, raw["complete"], pairs, frozenset(c for _, c in pairs))
+
+
+@cache
+def invariants() -> dict[str, tuple[InvariantDef, ...]]:
+    """Element path (``CarePlan.activity``, ``Quantity``) -> its own invariants."""
+    return {
+        path: tuple(InvariantDef(path, *rule) for rule in rules)
+        for path, rules in _load("invariants.json").items()
+    }
+
+
+@cache
+def search_parameters() -> tuple[dict[str, Any], ...]:
+    """All R4 SearchParameters, in their compact generated form."""
+    return tuple(_load("search_parameters.json"))

@@ -1,79 +1,56 @@
-"""The write-path check of one resource: the seam where the full validation engine plugs in.
+"""The check of one resource on every write and in `$validate`.
 
-Today: the R4 structure (official definitions: elements, types, cardinality, choice types),
-then, for the types where `fhir.resources` R4B equals R4, its typed model (formats of
-primitives). Problems that make the JSON not a well-formed resource are 400; a resource that
-is well-formed but breaks a rule (cardinality) is 422, as the FHIR HTTP page says.
+Order: the R4 structure walk (elements, types, cardinality, primitive formats, bindings,
+reference targets, invariants), then the profiles the resource claims or triggers.  JSON that
+is not a well-formed resource is 400; a well-formed resource that breaks a rule (cardinality,
+a required binding, an invariant, a profile) is 422, as the FHIR HTTP page says.  Warnings
+never block a write; `$validate` reports them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
 from fhir_server.errors import FhirError, Issue, error
 from fhir_server.resource_types import is_resource_type
-from fhir_server.validation.r4b_models import r4b_model
 from fhir_server.validation.structure import check_structure
 
-RULE_CODES = frozenset({"required"})
+RULE_CODES = frozenset({"required", "code-invalid", "invariant", "invalid", "processing"})
+
+
+def validate(resource: Any, expected_type: str | None = None) -> list[Issue]:
+    """Every issue found in `resource` (errors and warnings), as OperationOutcome issues."""
+    if not isinstance(resource, dict):
+        return [Issue("error", "structure", "A resource must be a JSON object", ())]
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str) or not resource_type:
+        return [Issue("error", "required", "Resource has no resourceType", ("resourceType",))]
+    if not is_resource_type(resource_type):
+        message = f"'{resource_type}' is not an R4 resource type"
+        return [Issue("error", "not-supported", message, ("resourceType",))]
+    if expected_type is not None and resource_type != expected_type:
+        message = f"Resource type {resource_type} does not match the URL's {expected_type}"
+        return [Issue("error", "invalid", message, ("resourceType",))]
+    return [
+        Issue(i.severity, i.code, i.message, (i.expression,))  # type: ignore[arg-type]
+        for i in check_structure(resource)
+    ]
+
+
+def status_for(issues: list[Issue]) -> int | None:
+    """The HTTP status a write gets for these issues: None if nothing blocks it."""
+    errors = [i for i in issues if i.severity in ("error", "fatal")]
+    if not errors:
+        return None
+    return 422 if all(i.code in RULE_CODES for i in errors) else 400
 
 
 def check_resource(resource: dict[str, Any], expected_type: str | None = None) -> str:
     """Raise a FhirError unless `resource` is a valid R4 resource; return its type."""
-    resource_type = resource.get("resourceType")
-    if not isinstance(resource_type, str) or not resource_type:
-        raise error(400, "required", "Resource has no resourceType", "resourceType")
-    if not is_resource_type(resource_type):
-        raise error(
-            400, "not-supported", f"'{resource_type}' is not an R4 resource type", "resourceType"
-        )
-    if expected_type is not None and resource_type != expected_type:
-        raise error(
-            400,
-            "invalid",
-            f"Resource type {resource_type} does not match the URL's {expected_type}",
-            "resourceType",
-        )
-    issues = [Issue("error", i.code, i.message, (i.expression,)) for i in check_structure(resource)]
-    if not issues:
-        issues = _model_issues(resource_type, resource)
-    if issues:
-        status = 422 if all(i.code in RULE_CODES for i in issues) else 400
-        raise FhirError(status, issues)
-    return resource_type
-
-
-def _model_issues(resource_type: str, resource: dict[str, Any]) -> list[Issue]:
-    model = r4b_model(resource_type)
-    if model is None:
-        return []
-    try:
-        model.model_validate(resource)
-    except ValidationError as exc:
-        return [
-            Issue(
-                "error", _issue_code(e["type"]), e["msg"], (_expression(resource_type, e["loc"]),)
-            )
-            for e in exc.errors(include_url=False)
-        ]
-    return []
-
-
-def _issue_code(pydantic_type: str) -> str:
-    if pydantic_type == "missing" or pydantic_type.endswith(".missing"):
-        return "required"
-    if pydantic_type == "extra_forbidden":
-        return "structure"
-    return "value"
-
-
-def _expression(resource_type: str, loc: tuple[int | str, ...]) -> str:
-    path = resource_type
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif not part.startswith("__"):
-            path += f".{part}"
-    return path
+    issues = validate(resource, expected_type)
+    status = status_for(issues)
+    if status is not None:
+        if issues[0].expression == ("resourceType",) and len(issues) == 1:
+            raise error(400, issues[0].code, issues[0].diagnostics, "resourceType")
+        raise FhirError(status, [i for i in issues if i.severity in ("error", "fatal")])
+    return str(resource["resourceType"])

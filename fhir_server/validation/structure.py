@@ -8,17 +8,15 @@ and list traversal (no pydantic) so it is cheap enough to run on every write.
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from functools import cache
 from typing import Any
 
+from .bindings import Binding, core_binding
 from .definitions import ElementDef, children, primitive_regexes, resource_types, structure_names
-
-Checker = Callable[[Any], str | None]
+from .invariants import Invariant, Scope, core_invariants
+from .primitives import Checker, _json_kind, _show, checker
+from .references import reference_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,15 +30,7 @@ class StructureIssue:
 
 
 _PRIMITIVE, _COMPLEX, _RESOURCE = 0, 1, 2
-_INT_RANGES = {
-    "integer": (-(2**31), 2**31 - 1),
-    "unsignedInt": (0, 2**31 - 1),
-    "positiveInt": (1, 2**31 - 1),
-}
-# The R4 base64Binary regex `(\s*([0-9a-zA-Z\+/=]){4}\s*)+` backtracks exponentially on
-# failure; this is the same language without the ambiguous adjacent `\s*`.
-_B64 = r"\s*[0-9a-zA-Z+/=]{4}(?:\s*[0-9a-zA-Z+/=]{4})*\s*"
-_B64_PLAIN = re.compile(r"[0-9a-zA-Z+/=]+")  # fast path: no whitespace, length % 4 == 0
+_BINDABLE = frozenset({"code", "Coding", "CodeableConcept"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +45,11 @@ class _Slot:
     node: str  # table key for complex children (datatype name or backbone path)
     check: Checker | None
     choice: bool
+    stem: str  # element name without [x]: what FHIRPath calls it
+    binding: Binding | None
+    targets: frozenset[str]  # allowed Reference targets; empty means any
+    invariants: tuple[Invariant, ...]  # rules of the element itself (sqty-1, txt-1)
+    fast: bool  # a single primitive with nothing but its value check
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,72 +59,7 @@ class _Node:
     label: str
     slots: dict[str, _Slot]
     required: tuple[tuple[str, tuple[str, ...], int], ...]  # (element, JSON names + _names, min)
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float | Decimal):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
-
-
-def _string_checker(name: str, regex: str | None) -> Checker:
-    # ASCII: the definitions use XML Schema regexes, where \s is only space/tab/CR/LF
-    # (Python's Unicode \s would also reject e.g. a no-break space inside a string).
-    pattern = re.compile(_B64 if name == "base64Binary" else regex, re.ASCII) if regex else None
-
-    def check(value: Any) -> str | None:
-        if not isinstance(value, str):
-            return f"must be a JSON string ({name}), not {_json_kind(value)}"
-        if not value:
-            return "must not be an empty string"
-        if name == "base64Binary" and len(value) % 4 == 0 and _B64_PLAIN.fullmatch(value):
-            return None
-        if pattern is not None and pattern.fullmatch(value) is None:
-            return f"value {_show(value)} is not a valid {name}"
-        return None
-
-    return check
-
-
-def _checker(name: str, regex: str | None) -> Checker:
-    """Value check for one primitive type: JSON type first, then range or regex."""
-    if name == "boolean":
-        return lambda v: (
-            None if isinstance(v, bool) else f"must be a JSON boolean, not {_json_kind(v)}"
-        )
-    if name in _INT_RANGES:
-        low, high = _INT_RANGES[name]
-
-        def check_int(value: Any) -> str | None:
-            if isinstance(value, bool) or not isinstance(value, int):
-                return f"must be a JSON integer ({name}), not {_show(value)}"
-            if not low <= value <= high:
-                return f"value {value} is out of range for {name} ({low}..{high})"
-            return None
-
-        return check_int
-    if name == "decimal":
-
-        def check_decimal(value: Any) -> str | None:
-            if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-                return f"must be a JSON number (decimal), not {_json_kind(value)}"
-            if isinstance(value, float | Decimal) and not math.isfinite(value):
-                return f"value {value} is not a finite decimal"
-            return None
-
-        return check_decimal
-    return _string_checker(name, regex)
+    invariants: tuple[Invariant, ...]
 
 
 def _choice_names(element: ElementDef) -> list[tuple[str, str]]:
@@ -139,7 +69,9 @@ def _choice_names(element: ElementDef) -> list[tuple[str, str]]:
     return [(stem + t[0].upper() + t[1:], t) for t in element.types]
 
 
-def _build_node(key: str, checkers: dict[str, Checker]) -> _Node:
+def _build_node(
+    key: str, checkers: dict[str, Checker], rules: dict[str, tuple[Invariant, ...]]
+) -> _Node:
     slots: dict[str, _Slot] = {}
     required: list[tuple[str, tuple[str, ...], int]] = []
     for element in children(key):
@@ -155,33 +87,43 @@ def _build_node(key: str, checkers: dict[str, Checker]) -> _Node:
                 kind, node, type_code = _RESOURCE, "", code
             else:
                 kind, node, type_code = _COMPLEX, code, code
+            binding = core_binding(element.path) if type_code in _BINDABLE else None
+            own_rules = () if node == element.path else rules.get(element.path, ())
+            many = element.max != 1
+            check = checkers.get(code) if kind == _PRIMITIVE else None
             slots[json_name] = _Slot(
                 json_name=json_name,
                 element=element,
-                many=element.max != 1,
+                many=many,
                 kind=kind,
                 type=type_code,
                 node=node,
-                check=checkers.get(code) if kind == _PRIMITIVE else None,
+                check=check,
                 choice=element.name.endswith("[x]"),
+                stem=element.name.removesuffix("[x]"),
+                binding=binding,
+                targets=frozenset(element.targets) if type_code == "Reference" else frozenset(),
+                invariants=own_rules,
+                fast=check is not None and not many and binding is None and not own_rules,
             )
         if element.min >= 1:
             present = tuple(p for n, _ in names for p in (n, "_" + n))  # value or extension
             required.append((element.name, present, element.min))
-    return _Node(label=key, slots=slots, required=tuple(required))
+    return _Node(key, slots, tuple(required), rules.get(key, ()))
 
 
 @cache
 def _tables() -> dict[str, _Node]:
     """Lookup table for every type root and every backbone path, built on first use."""
-    checkers = {name: _checker(name, rx) for name, rx in primitive_regexes().items()}
+    checkers = {name: checker(name, rx) for name, rx in primitive_regexes().items()}
+    rules = core_invariants()
     tables: dict[str, _Node] = {}
     pending = list(structure_names())
     while pending:
         key = pending.pop()
         if key in tables:
             continue
-        node = tables[key] = _build_node(key, checkers)
+        node = tables[key] = _build_node(key, checkers, rules)
         pending.extend(s.node for s in node.slots.values() if s.node and s.node not in tables)
     return tables
 
@@ -189,16 +131,17 @@ def _tables() -> dict[str, _Node]:
 class _Walker:
     """Collects issues while walking one resource tree."""
 
-    __slots__ = ("issues", "tables")
+    __slots__ = ("issues", "scope", "tables")
 
     def __init__(self) -> None:
         self.tables = _tables()
         self.issues: list[StructureIssue] = []
+        self.scope = Scope({}, {})
 
-    def add(self, code: str, expression: str, message: str) -> None:
-        self.issues.append(StructureIssue("error", code, expression, message))
+    def add(self, code: str, expression: str, message: str, severity: str = "error") -> None:
+        self.issues.append(StructureIssue(severity, code, expression, message))
 
-    def resource(self, obj: Any, prefix: str | None) -> None:
+    def resource(self, obj: Any, prefix: str | None, contained: bool = False) -> None:
         where = prefix or "Resource"
         if not isinstance(obj, dict):
             self.add("structure", where, f"A resource must be a JSON object, not {_json_kind(obj)}")
@@ -208,9 +151,14 @@ class _Walker:
             self.add("required", where, "Missing 'resourceType'")
             return
         if not isinstance(rtype, str) or rtype not in resource_types():
-            self.add("invalid", where, f"Unknown resourceType {_show(rtype)} (not an R4 resource)")
+            self.add(
+                "structure", where, f"Unknown resourceType {_show(rtype)} (not an R4 resource)"
+            )
             return
+        outer = self.scope
+        self.scope = Scope(obj, outer.root if contained else obj)
         self.obj(obj, self.tables[rtype], prefix or rtype, True)
+        self.scope = outer
 
     def obj(
         self,
@@ -261,12 +209,31 @@ class _Walker:
                     f"{path}.{name}",
                     f"Missing required element '{name}' of {label} (min {minimum})",
                 )
+        if len(obj) == 1 and "id" in obj:
+            self.add("invariant", path, "ele-1: All FHIR elements must have a @value or children")
+        if node.invariants:
+            present = {s.stem for k in obj if (s := slots.get(k) or slots.get(k[1:]))}
+            self.rules(obj, node.invariants, path, present)
+
+    def rules(self, target: Any, rules: tuple[Invariant, ...], path: str, present: Any) -> None:
+        for rule in rules:
+            verdict = rule.check(target, present, self.scope)
+            if verdict is None:
+                self.add(
+                    "not-supported",
+                    path,
+                    f"{rule.rule.key}: could not be evaluated here",
+                    "warning",
+                )
+            elif not verdict:
+                self.add(
+                    "invariant", path, f"{rule.rule.key}: {rule.rule.human}", rule.rule.severity
+                )
 
     def value(self, value: Any, slot: _Slot, path: str, parent: dict[str, Any]) -> None:
         # Hot path: valid single primitives build no location string and make no extra call.
-        check = slot.check
-        if check is not None and not slot.many and value is not None and type(value) is not list:
-            message = check(value)
+        if slot.fast and value is not None and type(value) is not list:
+            message = slot.check(value)  # type: ignore[misc]
             if message:
                 self.add("value", f"{path}.{slot.json_name}", f"'{slot.json_name}' {message}")
             return
@@ -285,10 +252,8 @@ class _Walker:
                 self.add("required", loc, f"At least {slot.element.min} items are required")
             ext = parent.get("_" + slot.json_name) if slot.kind == _PRIMITIVE else None
             for i, item in enumerate(value):
-                if check is not None and item is not None:
-                    message = check(item)
-                    if message:
-                        self.add("value", f"{loc}[{i}]", f"'{slot.json_name}' {message}")
+                if slot.kind == _PRIMITIVE and item is not None:
+                    self.primitive(item, slot, f"{loc}[{i}]")
                 elif item is None and isinstance(ext, list) and i < len(ext) and ext[i] is not None:
                     continue  # value absent, extension present: aligned null is allowed
                 else:
@@ -304,18 +269,40 @@ class _Walker:
         if item is None:
             self.add("structure", loc, "null is not allowed here")
         elif slot.kind == _PRIMITIVE:
-            message = slot.check(item) if slot.check else None
-            if message:
-                self.add("value", loc, f"'{slot.json_name}' {message}")
+            self.primitive(item, slot, loc)
         elif slot.kind == _RESOURCE:
-            self.resource(item, loc)
+            self.resource(item, loc, slot.element.name == "contained")
         elif isinstance(item, dict):
             self.obj(item, self.tables[slot.node], loc)
+            if slot.binding is not None:
+                bound = slot.binding
+                check = bound.check_coding if slot.type == "Coding" else bound.check_concept
+                message = check(item)
+                if message:
+                    self.add("code-invalid", loc, message, bound.severity)
+            if slot.targets or slot.type == "Reference":
+                message = reference_problem(item, slot.targets)
+                if message:
+                    self.add("invalid", loc, message)
+            if slot.invariants:
+                self.rules(item, slot.invariants, loc, {k.lstrip("_") for k in item})
         else:
             kind = _json_kind(item)
             self.add(
                 "structure", loc, f"'{slot.json_name}' ({slot.type}) must be an object, not {kind}"
             )
+
+    def primitive(self, item: Any, slot: _Slot, loc: str) -> None:
+        message = slot.check(item) if slot.check else None
+        if message:
+            self.add("value", loc, f"'{slot.json_name}' {message}")
+            return
+        if slot.binding is not None and isinstance(item, str):
+            message = slot.binding.check_code(item)
+            if message:
+                self.add("code-invalid", loc, message, slot.binding.severity)
+        if slot.invariants:
+            self.rules(item, slot.invariants, loc, ())
 
     def primitive_ext(self, value: Any, slot: _Slot, path: str, primary: Any) -> None:
         """``_name`` sibling: only id/extension; arrays align with the primitive array."""
