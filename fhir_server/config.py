@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FHIR_", extra="ignore")
@@ -26,6 +28,11 @@ class Settings(BaseSettings):
     )
     base_path: str = Field(default="/fhir", description="Path the FHIR API is served under.")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, description="Larger bodies get 413.")
+    profile_dirs: list[Path] = Field(
+        default=[PROFILES_DIR],
+        description="Directories of conformance resources (profiles, value sets, code systems) "
+        "loaded and enforced at start-up; a JSON list in FHIR_PROFILE_DIRS.",
+    )
     default_page_size: int = 20
     max_page_size: int = 1000
 

@@ -13,20 +13,26 @@ from fhir_server.api.errors import install_error_handlers
 from fhir_server.api.metadata import metadata
 from fhir_server.api.routes import ROUTES
 from fhir_server.config import Settings
+from fhir_server.interactions.conformance import publish_conformance
 from fhir_server.storage.factory import create_storage
 from fhir_server.storage.port import Storage
+from fhir_server.validation.invariants import report_unsupported
 from fhir_server.validation.structure import warm_up
+from fhir_server.validation.validator import Validator
 
 
 def create_app(settings: Settings | None = None, storage: Storage | None = None) -> FastAPI:
     """Build the app; `storage` defaults to the engine the settings select."""
     settings = settings or Settings()
     storage = storage or create_storage(settings)
+    validator = Validator.from_directories(settings.profile_dirs)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await storage.open()
         warm_up()  # build the definitions' lookup tables before the first request
+        report_unsupported()
+        await publish_conformance(storage, validator.conformance)
         try:
             yield
         finally:
@@ -42,6 +48,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     )
     app.state.settings = settings
     app.state.storage = storage
+    app.state.validator = validator
     install_error_handlers(app)
     base = settings.base_path.rstrip("/")
     # Plain Starlette routes: handlers take the Request and return a Response, so FastAPI's

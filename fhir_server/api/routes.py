@@ -54,7 +54,7 @@ def context(request: Request) -> Context:
     scope = request.scope
     host = request.headers.get("host") or "{}:{}".format(*scope["server"])
     base_url = f"{scope['scheme']}://{host}{scope.get('root_path', '')}{state.settings.base_path}"
-    return Context(state.storage, state.settings, ANONYMOUS, base_url)
+    return Context(state.storage, state.settings, ANONYMOUS, base_url, state.validator)
 
 
 def resource_type(request: Request) -> str:

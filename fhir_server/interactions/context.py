@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fhir_server.config import Settings
 from fhir_server.security.principal import Principal
 from fhir_server.storage.port import AccessFilter, Storage
+from fhir_server.validation.validator import Validator
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +16,7 @@ class Context:
     settings: Settings
     principal: Principal
     base_url: str  # e.g. http://127.0.0.1:8080/fhir, for fullUrl, Location and paging links
+    validator: Validator
 
     @property
     def access(self) -> AccessFilter:

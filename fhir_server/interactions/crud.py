@@ -20,7 +20,6 @@ from fhir_server.search.indexer import index_entries
 from fhir_server.search.parser import criteria_key, parse_search
 from fhir_server.search.query import SearchQuery
 from fhir_server.storage.port import ResourceVersion, UnitOfWork, VersionConflict
-from fhir_server.validation.resource import check_resource
 
 ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 MAX_ATTEMPTS = 5
@@ -64,7 +63,7 @@ async def create(
 ) -> WriteResult:
     """Create with a server-assigned id; with criteria (If-None-Exist) only if none match."""
     _check_writable(ctx, type)
-    check_resource(resource, type)
+    ctx.validator.check(resource, type)
     query = _criteria(ctx, type, criteria) if criteria else None
     async with ctx.storage.unit_of_work() as uow:
         if query is not None:
@@ -82,7 +81,7 @@ async def update(
     """PUT [type]/[id]: update, or create with the client's id when it does not exist."""
     _check_writable(ctx, type)
     check_id(id)
-    check_resource(resource, type)
+    ctx.validator.check(resource, type)
     if resource.get("id") != id:
         raise error(
             400,
@@ -109,7 +108,7 @@ async def conditional_update(
 ) -> WriteResult:
     """PUT [type]?criteria: update the one match, or create when nothing matches."""
     _check_writable(ctx, type)
-    check_resource(resource, type)
+    ctx.validator.check(resource, type)
     query = _criteria(ctx, type, criteria)
     body_id = resource.get("id")
     if body_id is not None:

@@ -14,13 +14,15 @@ from fhir_server.interactions import crud
 from fhir_server.interactions.context import Context
 from fhir_server.security.principal import ANONYMOUS, Principal
 from fhir_server.storage.port import Storage
+from fhir_server.validation.validator import Validator
 from tests.resources import patient
 
 CARE_PLANS_ONLY = Principal("kommun-x", resource_types=frozenset({"CarePlan"}))
 
 
 def context(storage: Storage, principal: Principal) -> Context:
-    return Context(storage, Settings(), principal, "http://testserver/fhir")
+    validator = Validator.from_directories([])
+    return Context(storage, Settings(), principal, "http://testserver/fhir", validator)
 
 
 async def test_writes_outside_the_filter_are_403_and_change_nothing(storage: Storage) -> None:

@@ -1,0 +1,125 @@
+"""The conformance resources in `profiles/`: loaded once at start-up, validated, indexed.
+
+Why: the SIP rules live as data (StructureDefinitions, ValueSets, CodeSystems, …) so that an
+implementer reads the same artefacts the server enforces.  Each file is checked against R4
+before use; a broken artefact stops the start-up instead of silently weakening validation.
+Value sets are expanded here from local CodeSystems (whole system or listed concepts) and
+from the base specification's expansions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .definitions import ValueSetCodes, core_valueset
+from .structure import check_structure
+
+CANONICAL_BASE = "http://sip-fhir.se/fhir"
+"""The one canonical base for everything this project defines (see profiles/README.md)."""
+
+TRIGGER_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition/profile-trigger"
+"""On a profile: a FHIRPath expression; a resource of the profile's type for which it is true
+must conform to the profile even if it does not claim it in `meta.profile`."""
+
+KINDS = ("StructureDefinition", "ValueSet", "CodeSystem", "SearchParameter")
+
+
+class ConformanceError(Exception):
+    """A file in `profiles/` is not a valid, usable conformance resource."""
+
+
+@dataclass(slots=True)
+class Conformance:
+    """Everything loaded from the profile directories, by kind and canonical URL."""
+
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    by_url: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [r for r in self.resources if r["resourceType"] == kind]
+
+    def valueset(self, url: str) -> ValueSetCodes | None:
+        """Codes of a local or base value set (`url` may carry `|version`)."""
+        url = url.split("|", 1)[0]
+        local = self.by_url.get(url)
+        if local is None:
+            return core_valueset(url)
+        if local["resourceType"] == "CodeSystem":
+            return _codes(url, {url: _all_codes(local)})
+        if local["resourceType"] != "ValueSet":
+            return None
+        codes: dict[str, set[str]] = {}
+        complete = True
+        for include in local.get("compose", {}).get("include", []):
+            system = include.get("system")
+            if "concept" in include and system:
+                codes.setdefault(system, set()).update(c["code"] for c in include["concept"])
+            elif system and system in self.by_url and "filter" not in include:
+                codes.setdefault(system, set()).update(_all_codes(self.by_url[system]))
+            elif include.get("valueSet") and not system:
+                for ref in include["valueSet"]:
+                    inner = self.valueset(ref)
+                    if inner is None or not inner.complete:
+                        complete = False
+                        continue
+                    for sys, code in inner.codes:
+                        codes.setdefault(sys, set()).add(code)
+            else:
+                complete = False
+        result = _codes(url, codes)
+        return ValueSetCodes(url, complete and bool(codes), result.codes, result.bare_codes)
+
+
+def _all_codes(codesystem: dict[str, Any]) -> set[str]:
+    out: set[str] = set()
+    stack = list(codesystem.get("concept", []))
+    while stack:
+        concept = stack.pop()
+        out.add(concept["code"])
+        stack.extend(concept.get("concept", []))
+    return out
+
+
+def _codes(url: str, codes: dict[str, set[str]]) -> ValueSetCodes:
+    pairs = frozenset((s, c) for s, found in codes.items() for c in found)
+    return ValueSetCodes(url, True, pairs, frozenset(c for _, c in pairs))
+
+
+def load_conformance(directories: list[Path]) -> Conformance:
+    """Read every `*.json` conformance resource under the directories (README etc. ignored)."""
+    loaded = Conformance()
+    for directory in directories:
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.rglob("*.json")):
+            resource = _read(path)
+            if resource is not None:
+                _add(loaded, resource, path)
+    return loaded
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        resource = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConformanceError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(resource, dict) or resource.get("resourceType") not in KINDS:
+        return None
+    return resource
+
+
+def _add(loaded: Conformance, resource: dict[str, Any], path: Path) -> None:
+    errors = [i for i in check_structure(resource) if i.severity == "error"]
+    if errors:
+        problems = "; ".join(f"{i.expression}: {i.message}" for i in errors[:5])
+        raise ConformanceError(f"{path}: not a valid R4 {resource['resourceType']}: {problems}")
+    url = resource.get("url")
+    if not isinstance(url, str) or not isinstance(resource.get("id"), str):
+        raise ConformanceError(f"{path}: a conformance resource needs an id and a url")
+    if url in loaded.by_url:
+        raise ConformanceError(f"{path}: {url} is defined twice")
+    loaded.resources.append(resource)
+    loaded.by_url[url] = resource
