@@ -90,6 +90,11 @@ VITALS = [
      86, 100, 0),
 ]  # fmt: skip
 BP_PANEL = ("85354-9", "Blood pressure panel with all children optional", "Blodtryck")
+GOALS = [
+    "Huvudmål: bo kvar hemma tryggt",
+    "Huvudmål: klara vardagen med stöd",
+    "Delmål: gå ut på egen hand varje dag",
+]
 ACTIVITIES = [
     ("Hemtjänst: personlig omvårdnad", "municipality"),
     ("Hemsjukvård: läkemedelsadministration", "municipality"),
@@ -336,6 +341,8 @@ class _Builder:
             "subject": subject,
             "period": period,
             "created": self.moment(start, 1).isoformat(),
+            "author": self.unit_ref(rng.choice(["municipality", "region"])),
+            "goal": [{"display": rng.choice(GOALS)}],
             "activity": activities,
         }
 

@@ -19,3 +19,9 @@ def is_resource_type(name: str) -> bool:
 def has_element(resource_type: str, element: str) -> bool:
     """Whether the type has a top-level element of that name (e.g. `identifier`)."""
     return definitions.element(f"{resource_type}.{element}") is not None
+
+
+def element_type(resource_type: str, element: str) -> tuple[str, ...]:
+    """The type codes of a top-level element (empty if the type has no such element)."""
+    found = definitions.element(f"{resource_type}.{element}")
+    return found.types if found is not None else ()

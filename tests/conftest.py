@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from fhir_server.api.app import create_app
-from fhir_server.config import Settings
+from fhir_server.config import PROFILES_DIR, Settings
 from fhir_server.storage.port import Storage
 
 MONGODB_URI = os.environ.get("FHIR_TEST_MONGODB_URI")
@@ -63,9 +63,15 @@ async def storage(engine: str, tmp_path: Path) -> AsyncIterator[Storage]:
         await store.close()
 
 
+TEST_PROFILES = Path(__file__).parent / "profiles"
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(sqlite_path=tmp_path / "fhir.sqlite3")
+    """Default settings plus `tests/profiles`: test profiles that exercise every feature."""
+    return Settings(
+        sqlite_path=tmp_path / "fhir.sqlite3", profile_dirs=[PROFILES_DIR, TEST_PROFILES]
+    )
 
 
 @pytest.fixture

@@ -28,3 +28,17 @@ def care_plan(patient_ref: str, **extra: Any) -> dict[str, Any]:
         "subject": {"reference": patient_ref},
         **extra,
     }
+
+
+CONFORMANCE_TYPES = {"StructureDefinition", "ValueSet", "CodeSystem", "SearchParameter"}
+
+
+async def stored_data(client: Any) -> list[dict[str, Any]]:
+    """System history less the conformance resources the server publishes from profiles/."""
+    history = (await client.get("/_history", params={"_count": 1000})).json()
+    return [
+        e
+        for e in history.get("entry", [])
+        if e.get("resource", {}).get("resourceType") not in CONFORMANCE_TYPES
+        and e["request"]["url"].split("/")[0] not in CONFORMANCE_TYPES
+    ]

@@ -65,4 +65,4 @@ def test_server_survives_bad_input_over_the_wire(live_server: LiveServer) -> Non
         assert 400 <= response.status_code < 500
         assert response.json()["resourceType"] == "OperationOutcome"
     assert httpx.get(f"{live_server.base_url}/metadata").status_code == 200
-    assert httpx.get(f"{live_server.base_url}/_history").json()["total"] == 0
+    assert httpx.get(f"{live_server.base_url}/Patient/_history").json()["total"] == 0

@@ -18,10 +18,21 @@ from fhir_server.search.registry import search_params
 STARTED = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def capability_statement(base_url: str, engine: str) -> dict[str, Any]:
-    type_interactions = sorted({r.interaction for r in ROUTES if r.level != "system"})
+OPERATIONS = {"$validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
+
+
+def capability_statement(
+    base_url: str, engine: str, profiles: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
+    interactions = {r.interaction for r in ROUTES if not r.interaction.startswith("$")}
+    type_interactions = sorted(
+        {r.interaction for r in ROUTES if r.level != "system"} & interactions
+    )
     system_interactions = sorted({r.interaction for r in ROUTES if r.level == "system"})
-    resources = [resource_capability(name, type_interactions) for name in sorted(resource_types())]
+    resources = [
+        resource_capability(name, type_interactions, (profiles or {}).get(name, []))
+        for name in sorted(resource_types())
+    ]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -48,12 +59,12 @@ def capability_statement(base_url: str, engine: str) -> dict[str, Any]:
     }
 
 
-def resource_capability(name: str, interactions: list[str]) -> dict[str, Any]:
-    capability: dict[str, Any] = {
-        "type": name,
-        "interaction": [{"code": code} for code in interactions],
-        **RESOURCE_FEATURES,
-    }
+def resource_capability(name: str, interactions: list[str], profiles: list[str]) -> dict[str, Any]:
+    capability: dict[str, Any] = {"type": name}
+    if profiles:
+        capability["supportedProfile"] = sorted(profiles)
+    capability["interaction"] = [{"code": code} for code in interactions]
+    capability.update(RESOURCE_FEATURES)
     params = [
         {"name": p.name, "type": p.type, "documentation": p.documentation}
         for p in search_params(name).values()
@@ -61,10 +72,17 @@ def resource_capability(name: str, interactions: list[str]) -> dict[str, Any]:
     ]
     if params:  # FHIR JSON allows no empty arrays
         capability["searchParam"] = params
+    capability["operation"] = [
+        {"name": op.removeprefix("$"), "definition": url} for op, url in OPERATIONS.items()
+    ]
     return capability
 
 
 async def metadata(request: Request) -> Response:
     pretty = check_response_format(request)
     ctx = context(request)
-    return json_response(capability_statement(ctx.base_url, ctx.storage.name), pretty=pretty)
+    profiles: dict[str, list[str]] = {}
+    for profile in ctx.validator.profiles.values():
+        profiles.setdefault(profile.type, []).append(profile.url)
+    statement = capability_statement(ctx.base_url, ctx.storage.name, profiles)
+    return json_response(statement, pretty=pretty)

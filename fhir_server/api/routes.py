@@ -25,11 +25,12 @@ from fhir_server.api.responses import (
     stored_bytes,
     version_headers,
 )
-from fhir_server.errors import Issue, error
+from fhir_server.errors import Issue, error, operation_outcome
 from fhir_server.interactions import crud
 from fhir_server.interactions.context import Context
 from fhir_server.interactions.history import history
 from fhir_server.interactions.search import search_type
+from fhir_server.interactions.validate import unpack, validate
 from fhir_server.interactions.versions import parse_instant
 from fhir_server.resource_types import is_resource_type
 from fhir_server.security.principal import ANONYMOUS
@@ -44,7 +45,7 @@ class Route:
     path: str
     method: str
     handler: Handler
-    interaction: str  # CapabilityStatement interaction code
+    interaction: str  # CapabilityStatement interaction code, or `$name` for an operation
     level: Level
 
 
@@ -214,6 +215,26 @@ async def history_system(request: Request) -> Response:
     return json_response(result, pretty=pretty)
 
 
+async def validate_type(request: Request) -> Response:
+    return await _validate(request, None)
+
+
+async def validate_instance(request: Request) -> Response:
+    return await _validate(request, request.path_params["id"])
+
+
+async def _validate(request: Request, id: str | None) -> Response:
+    pretty = check_response_format(request)
+    ctx = context(request)
+    type = resource_type(request)
+    body: dict[str, object] = {}
+    if request.method == "POST":
+        body = await read_resource(request, ctx.settings.max_body_bytes)
+    resource, mode, profile = unpack(body, query_pairs(request))
+    issues = await validate(ctx, type, id, resource, mode, profile)
+    return json_response(operation_outcome(issues), 200, pretty=pretty)
+
+
 def _not_modified(request: Request, version: ResourceVersion, headers: dict[str, str]) -> bool:
     """Conditional read: If-None-Match (ETag) or If-Modified-Since (second precision)."""
     none_match = request.headers.get("if-none-match")
@@ -232,6 +253,9 @@ def _not_modified(request: Request, version: ResourceVersion, headers: dict[str,
 
 
 ROUTES: tuple[Route, ...] = (
+    Route("/{type}/$validate", "POST", validate_type, "$validate", "type"),
+    Route("/{type}/{id}/$validate", "POST", validate_instance, "$validate", "instance"),
+    Route("/{type}/{id}/$validate", "GET", validate_instance, "$validate", "instance"),
     Route("/_history", "GET", history_system, "history-system", "system"),
     Route("/{type}/_history", "GET", history_type, "history-type", "type"),
     Route("/{type}/_search", "POST", search_post, "search-type", "type"),

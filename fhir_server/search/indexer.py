@@ -15,7 +15,12 @@ from fhir_server.storage.port import IndexEntry, TokenIndex
 def index_entries(resource_type: str, resource: dict[str, Any]) -> list[IndexEntry]:
     entries: list[IndexEntry] = []
     for param in search_params(resource_type).values():
-        if param.element is None or param.type != "token":
+        if param.element is None:
+            continue
+        if param.type == "uri":
+            value = resource.get(param.element)
+            if isinstance(value, str):
+                entries.append(TokenIndex(param.name, None, value))
             continue
         for value in _as_list(resource.get(param.element)):
             if isinstance(value, dict) and isinstance(value.get("value"), str):

@@ -66,7 +66,7 @@ def parse_search(
                 raise error(400, "not-supported", problem, name)
             warnings.append(Issue("warning", "not-supported", problem + " (ignored)", (name,)))
             continue
-        where.append(_condition(base, value))
+        where.append(_condition(base, value, param.type))
         applied.append((name, value))
     query = SearchQuery(resource_type, tuple(where), count=count, after=after, total=total)
     return ParsedSearch(query, warnings, applied)
@@ -77,7 +77,7 @@ def criteria_key(query: SearchQuery) -> str:
     return query.type + "?" + orjson.dumps(sorted(map(repr, query.where))).decode()
 
 
-def _condition(name: str, value: str) -> Condition:
+def _condition(name: str, value: str, param_type: str) -> Condition:
     alternatives = split_escaped(value, ",")
     if len(alternatives) > MAX_ALTERNATIVES:
         raise error(
@@ -88,7 +88,10 @@ def _condition(name: str, value: str) -> Condition:
             if not alternative or len(alternative) > 64 or set(alternative) - ID_PATTERN_CHARS:
                 raise error(400, "invalid", f"'{alternative}' is not a valid resource id", name)
         return IdIn(tuple(alternatives))
-    terms = tuple(_token(name, alternative) for alternative in alternatives)
+    if param_type == "uri":  # exact match on the whole URI; stored as a system-less token
+        terms = tuple(TokenMatch(name, None, a) for a in alternatives if a) or (_token(name, ""),)
+    else:
+        terms = tuple(_token(name, alternative) for alternative in alternatives)
     return terms[0] if len(terms) == 1 else AnyOf(terms)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from fhir_server.resource_types import has_element
+from fhir_server.resource_types import element_type, has_element
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,8 @@ IDENTIFIER = SearchParam(
     "identifier", "token", "A business identifier (system|value)", "identifier"
 )
 
+URL = SearchParam("url", "uri", "The canonical URL of a conformance resource", "url")
+
 # Result parameters: they shape the response rather than select resources.
 RESULT_PARAMS = frozenset({"_count", "_cursor", "_total", "_format", "_pretty"})
 
@@ -36,4 +38,6 @@ def search_params(resource_type: str) -> dict[str, SearchParam]:
     params = {ID.name: ID}
     if has_element(resource_type, "identifier"):
         params[IDENTIFIER.name] = IDENTIFIER
+    if element_type(resource_type, "url") == ("uri",):
+        params[URL.name] = URL
     return params
