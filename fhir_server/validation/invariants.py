@@ -19,6 +19,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -49,16 +50,19 @@ class Scope:
 
     resource: dict[str, Any]
     root: dict[str, Any]
-    _contained_ids: frozenset[str] | None = None
+    _contained: dict[str, str] | None = None
 
-    def contained_ids(self) -> frozenset[str]:
-        if self._contained_ids is None:
+    def contained_types(self) -> dict[str, str]:
+        """Contained resource id -> its resourceType, in the root resource."""
+        if self._contained is None:
             contained = self.root.get("contained")
             items = contained if isinstance(contained, list) else []
-            self._contained_ids = frozenset(
-                c["id"] for c in items if isinstance(c, dict) and isinstance(c.get("id"), str)
-            )
-        return self._contained_ids
+            self._contained = {
+                c["id"]: str(c.get("resourceType"))
+                for c in items
+                if isinstance(c, dict) and isinstance(c.get("id"), str)
+            }
+        return self._contained
 
 
 Evaluator = Callable[[dict[str, Any], Scope], bool]
@@ -99,7 +103,7 @@ def _ref_1(node: dict[str, Any], scope: Scope) -> bool:
         return True
     if reference == "#":
         return scope.resource is not scope.root  # a contained resource pointing at its host
-    return reference[1:] in scope.contained_ids()
+    return reference[1:] in scope.contained_types()
 
 
 def _dom_6(node: dict[str, Any], scope: Scope) -> bool:
@@ -115,7 +119,50 @@ def _txt_2(div: Any, scope: Scope) -> bool:
     return not isinstance(div, str) or has_content(div)
 
 
+def _local_references(node: Any, out: set[str]) -> set[str]:
+    """Every string starting with '#' anywhere below `node` (references, canonicals, uris)."""
+    if isinstance(node, dict):
+        for value in node.values():
+            _local_references(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            _local_references(value, out)
+    elif isinstance(node, str) and node.startswith("#"):
+        out.add(node)
+    return out
+
+
+def _dom_3(node: dict[str, Any], scope: Scope) -> bool:
+    """Each contained resource is referred to from the resource, or refers to it ('#')."""
+    contained = node.get("contained")
+    if not isinstance(contained, list):
+        return True
+    outside = _local_references({k: v for k, v in node.items() if k != "contained"}, set())
+    inside = _local_references(contained, set())
+    for item in contained:
+        if not isinstance(item, dict):
+            continue
+        own = _local_references(item, set())
+        if f"#{item.get('id')}" not in outside | (inside - own) and "#" not in own:
+            return False
+    return True
+
+
+def _per_1(node: dict[str, Any], scope: Scope) -> bool:
+    """start <= end, compared as instants; different precisions are not comparable (true)."""
+    start, end = node.get("start"), node.get("end")
+    if not isinstance(start, str) or not isinstance(end, str):
+        return True
+    if "T" in start and "T" in end:
+        return datetime.fromisoformat(start) <= datetime.fromisoformat(end)
+    if "T" in start or "T" in end or len(start) != len(end):
+        return True
+    return start <= end
+
+
 NATIVE: dict[str, Evaluator] = {
+    "dom-3": _dom_3,
+    "per-1": _per_1,
     "dom-6": _dom_6,
     "ext-1": _ext_1,
     "ref-1": _ref_1,

@@ -6,10 +6,14 @@ scripts, forms, frames, event attributes or external styles) and demands some co
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from functools import lru_cache
 
 XHTML = "{http://www.w3.org/1999/xhtml}"
+
+
+_SCRIPT_URL = re.compile(r"(?i)(javascript|vbscript):")
 
 
 def _words(text: str) -> frozenset[str]:
@@ -62,6 +66,6 @@ def html_problem(div: str) -> str | None:
             return f"element <{name}> is not allowed in narrative"
         for attribute, value in node.attrib.items():
             local = attribute.rsplit("}", 1)[-1]
-            if local not in _ATTRIBUTES or value.strip().lower().startswith("javascript:"):
+            if local not in _ATTRIBUTES or _SCRIPT_URL.match(re.sub(r"[\x00-\x20]+", "", value)):
                 return f"attribute '{local}' on <{name}> is not allowed in narrative"
     return None

@@ -27,8 +27,10 @@ def _allowed(targets: frozenset[str]) -> str:
     return ", ".join(sorted(targets))
 
 
-def reference_problem(reference: dict[str, Any], targets: frozenset[str]) -> str | None:
-    """Why this Reference is not acceptable here, or None."""
+def reference_problem(
+    reference: dict[str, Any], targets: frozenset[str], contained: dict[str, str]
+) -> str | None:
+    """Why this Reference is not acceptable here, or None (`contained`: id -> type)."""
     declared = reference.get("type")
     if isinstance(declared, str) and declared in resource_types():
         if targets and declared not in targets:
@@ -36,6 +38,10 @@ def reference_problem(reference: dict[str, Any], targets: frozenset[str]) -> str
     else:
         declared = None
     ref = reference.get("reference")
+    if isinstance(ref, str) and ref.startswith("#") and targets:
+        rtype = contained.get(ref[1:])
+        if rtype is not None and rtype not in targets:
+            return f"A reference to {rtype} is not allowed here (allowed: {_allowed(targets)})"
     if not isinstance(ref, str) or ref.startswith("#") or ref.startswith("urn:oid:"):
         return None
     if ref.startswith("urn:uuid:"):

@@ -281,7 +281,7 @@ class _Walker:
                 if message:
                     self.add("code-invalid", loc, message, bound.severity)
             if slot.targets or slot.type == "Reference":
-                message = reference_problem(item, slot.targets)
+                message = reference_problem(item, slot.targets, self.scope.contained_types())
                 if message:
                     self.add("invalid", loc, message)
             if slot.invariants:
