@@ -67,8 +67,9 @@ class Validator:
             profile = self.profiles.get(url)
             where = f"{rtype}.meta.profile[{i}]" if i < len(claimed) else "profile"
             if profile is None:
-                if url != SD_BASE + rtype:
-                    report("warning", "not-found", where, f"Profile {url} is not known here")
+                if url != SD_BASE + rtype:  # a claim is a warning; a $validate request an error
+                    severity = "warning" if i < len(claimed) else "error"
+                    report(severity, "not-found", where, f"Profile {url} is not known here")
             elif profile.type != rtype:
                 report("error", "processing", where, f"Profile {url} is for {profile.type}")
             elif profile not in chosen:
