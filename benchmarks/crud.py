@@ -107,6 +107,17 @@ def careplan(rng: random.Random, patient_id: str) -> dict[str, Any]:
         "description": "Samordning mellan kommun och region efter utskrivning från slutenvården.",
         "subject": {"reference": f"Patient/{patient_id}"},
         "period": {"start": start.isoformat()},
+        "author": {"display": "Samordningsansvarig, hemsjukvården"},
+        "goal": [{"display": "Huvudmål: bo kvar hemma tryggt"}],
+        "activity": [
+            {
+                "detail": {
+                    "status": "in-progress",
+                    "description": "Hemtjänst morgon och kväll",
+                    "performer": [{"display": "Kommunens hemtjänst"}],
+                }
+            }
+        ],
     }
 
 

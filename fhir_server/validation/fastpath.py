@@ -1,13 +1,16 @@
-"""A direct evaluator for the commonest shape of invariant: existence tests joined by logic.
+"""A direct evaluator for the commonest shapes of invariant and profile trigger.
 
-Why: most base invariants read like `detail.empty() or reference.empty()` (cpl-3) or
-`value.empty() or system.exists()` (cpt-2).  fhirpathpy needs about 0.1 ms for each; these
-closures need about a microsecond.  Anything outside this small grammar returns None and is
-left to fhirpathpy, so the result is always the FHIRPath result.
+Why: most rules read like `detail.empty() or reference.empty()` (cpl-3),
+`(status = 'draft') or goal.exists()` or `category.coding.where(system = 'x' and
+code = 'SIP').exists()`.  fhirpathpy needs 0.1-0.5 ms for each; these closures need a few
+microseconds.  Anything outside this small grammar returns None and is left to fhirpathpy.
+Logic is FHIRPath's three-valued logic (None is the empty collection), so the result is the
+FHIRPath result.
 
 Grammar:  implies := or ('implies' or)* ;  or := and (('or'|'xor') and)* ;
-          and := eq ('and' eq)* ;  eq := atom ('=' atom)? ;
-          atom := '(' implies ')' | path '.exists()' | path '.empty()'  [ '.not()' ]
+          and := eq ('and' eq)* ;  eq := term (('=' | '!=') term)? ;
+          term := ( '(' implies ')' | path ['.where(' implies ')'] [ '.exists()' | '.empty()' ]
+                  | 'string' ) ['.not()']
 """
 
 from __future__ import annotations
@@ -16,13 +19,20 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-Test = Callable[[Any], bool]
+Tri = bool | None  # FHIRPath boolean; None is the empty collection
+Items = Callable[[Any], list[Any]]
+Test = Callable[[Any], Tri]
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<op>\(|\)|=|and\b|or\b|xor\b|implies\b)"
-    r"|(?P<path>[a-z][A-Za-z0-9_]*(?:\.[a-z][A-Za-z0-9_]*)*)\.(?P<fn>exists|empty)\(\)"
-    r"(?P<neg>\.not\(\))?)"
+    r"\s*(?:(?P<string>'(?:[^'\\]|\\.)*')"
+    r"|(?P<fn>\.(?:exists|empty|not)\(\))"
+    r"|(?P<where>\.where\()"
+    r"|(?P<op>\(|\)|!=|=|and\b|or\b|xor\b|implies\b)"
+    r"|(?P<boolean>(?:true|false)\b)"
+    r"|(?P<path>(?![a-z][A-Za-z0-9_]*\()[a-z][A-Za-z0-9_]*"
+    r"(?:\.(?![a-z][A-Za-z0-9_]*\()[a-z][A-Za-z0-9_]*)*))"
 )
+_KEYWORDS = frozenset({"and", "or", "xor", "implies"})
 
 
 def _children(item: Any, name: str, types: frozenset[str]) -> list[Any]:
@@ -46,98 +56,181 @@ def _children(item: Any, name: str, types: frozenset[str]) -> list[Any]:
     return out
 
 
-def _exists(path: str, types: frozenset[str]) -> Test:
+def _navigate(path: str, types: frozenset[str]) -> Items:
     parts = path.split(".")
 
-    def test(node: Any) -> bool:
-        items = [node]
+    def items(node: Any) -> list[Any]:
+        current = [node]
         for part in parts:
-            items = [c for item in items for c in _children(item, part, types)]
-            if not items:
-                return False
-        return True
+            current = [c for item in current for c in _children(item, part, types)]
+            if not current:
+                break
+        return current
 
-    return test
+    return items
+
+
+def _not(value: Tri) -> Tri:
+    return None if value is None else not value
+
+
+def _or(a: Tri, b: Tri) -> Tri:
+    if a is True or b is True:
+        return True
+    return None if a is None or b is None else False
+
+
+def _and(a: Tri, b: Tri) -> Tri:
+    if a is False or b is False:
+        return False
+    return None if a is None or b is None else True
+
+
+def _implies(a: Tri, b: Tri) -> Tri:
+    if a is False or b is True:
+        return True
+    return None if a is None or b is None else False
+
+
+def _xor(a: Tri, b: Tri) -> Tri:
+    return None if a is None or b is None else a != b
+
+
+_BINARY = {"or": _or, "xor": _xor, "and": _and, "implies": _implies}
+
+
+class _Term:
+    """A parsed term: either a collection (`items`) or a boolean (`test`)."""
+
+    __slots__ = ("items", "test")
+
+    def __init__(self, items: Items | None = None, test: Test | None = None) -> None:
+        self.items, self.test = items, test
+
+    def as_test(self) -> Test:
+        if self.test is not None:
+            return self.test
+        items = self.items
+        assert items is not None
+
+        def singleton(node: Any) -> Tri:  # a boolean used as a condition, e.g. `active`
+            found = items(node)
+            if not found:
+                return None
+            if len(found) == 1 and isinstance(found[0], bool):
+                return found[0]
+            raise ValueError("not a boolean")
+
+        return singleton
 
 
 class _Parser:
-    def __init__(self, tokens: list[tuple[str, str, str, bool]], types: frozenset[str]) -> None:
+    def __init__(self, tokens: list[tuple[str, str]], types: frozenset[str]) -> None:
         self.tokens, self.pos, self.types = tokens, 0, types
 
-    def peek(self) -> str | None:
-        return self.tokens[self.pos][0] if self.pos < len(self.tokens) else None
+    def peek(self) -> tuple[str, str]:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else ("", "")
 
-    def take(self) -> tuple[str, str, str, bool]:
+    def take(self) -> tuple[str, str]:
         self.pos += 1
         return self.tokens[self.pos - 1]
 
-    def implies(self) -> Test:
-        left = self.or_()
-        while self.peek() == "implies":
+    def expect(self, kind: str, text: str) -> None:
+        if self.take() != (kind, text):
+            raise ValueError(f"expected {text}")
+
+    def binary(self, level: int) -> _Term:
+        ops = (("implies",), ("or", "xor"), ("and",))
+        if level == len(ops):
+            return self.eq()
+        left = self.binary(level + 1)
+        while self.peek()[0] == "op" and self.peek()[1] in ops[level]:
+            combine = _BINARY[self.take()[1]]
+            a, b = left.as_test(), self.binary(level + 1).as_test()
+            left = _Term(test=lambda n, a=a, b=b, f=combine: f(a(n), b(n)))
+        return left
+
+    def eq(self) -> _Term:
+        left = self.term()
+        if self.peek() in (("op", "="), ("op", "!=")):
+            negate = self.take()[1] == "!="
+            right = self.term()
+            if left.items is None or right.items is None:  # booleans, e.g. app-2
+                p, q = left.as_test(), right.as_test()
+                return _Term(test=lambda n: _xor(p(n), q(n)) if negate else _not(_xor(p(n), q(n))))
+            a, b = left.items, right.items
+
+            def equal(node: Any) -> Tri:
+                x, y = a(node), b(node)
+                if not x or not y:
+                    return None
+                if len(x) != 1 or len(y) != 1 or type(x[0]) is not type(y[0]):
+                    raise ValueError("only two strings or two booleans are compared here")
+                if not isinstance(x[0], str | bool):
+                    raise ValueError("only two strings or two booleans are compared here")
+                return (x[0] == y[0]) != negate
+
+            return _Term(test=equal)
+        return left
+
+    def term(self) -> _Term:
+        kind, text = self.take()
+        if kind == "string":
+            value = text[1:-1].replace("\\'", "'")
+            term = _Term(items=lambda node: [value])
+        elif kind == "boolean":
+            flag = text == "true"
+            term = _Term(items=lambda node: [flag])
+        elif (kind, text) == ("op", "("):
+            term = self.binary(0)
+            self.expect("op", ")")
+        elif kind == "path" and text not in _KEYWORDS:
+            term = _Term(items=_navigate(text, self.types))
+            if self.peek()[0] == "where":
+                self.take()
+                term = self._where(term, self.binary(0).as_test())
+                self.expect("op", ")")
+            if self.peek() in (("fn", ".exists()"), ("fn", ".empty()")):
+                exists = self.take()[1] == ".exists()"
+                items = term.items
+                assert items is not None
+                term = _Term(test=lambda n, items=items, e=exists: bool(items(n)) == e)
+        else:
+            raise ValueError(f"unexpected {text}")
+        while self.peek() == ("fn", ".not()"):
             self.take()
-            a, b = left, self.or_()
-            left = lambda n, a=a, b=b: (not a(n)) or b(n)  # noqa: E731
-        return left
+            inner = term.as_test()
+            term = _Term(test=lambda n, inner=inner: _not(inner(n)))
+        return term
 
-    def or_(self) -> Test:
-        left = self.and_()
-        while self.peek() in ("or", "xor"):
-            op = self.take()[0]
-            a, b = left, self.and_()
-            if op == "or":
-                left = lambda n, a=a, b=b: a(n) or b(n)  # noqa: E731
-            else:
-                left = lambda n, a=a, b=b: a(n) != b(n)  # noqa: E731
-        return left
-
-    def and_(self) -> Test:
-        left = self.eq()
-        while self.peek() == "and":
-            self.take()
-            a, b = left, self.eq()
-            left = lambda n, a=a, b=b: a(n) and b(n)  # noqa: E731
-        return left
-
-    def eq(self) -> Test:
-        left = self.atom()
-        if self.peek() == "=":
-            self.take()
-            a, b = left, self.atom()
-            return lambda n: a(n) == b(n)
-        return left
-
-    def atom(self) -> Test:
-        op, path, fn, negate = self.take()
-        if op == "(":
-            inner = self.implies()
-            if self.take()[0] != ")":
-                raise ValueError("unbalanced parenthesis")
-            return inner
-        if op:
-            raise ValueError(f"unexpected {op}")
-        exists = _exists(path, self.types)
-        positive = fn == "exists"
-        if positive != negate:
-            return exists
-        return lambda n: not exists(n)
+    @staticmethod
+    def _where(term: _Term, condition: Test) -> _Term:
+        items = term.items
+        if items is None:
+            raise ValueError("where() on a boolean")
+        return _Term(items=lambda n: [i for i in items(n) if condition(i) is True])
 
 
 def compile_simple(expression: str, types: frozenset[str]) -> Test | None:
-    """A closure computing the invariant on a JSON element, or None if outside the grammar."""
-    tokens: list[tuple[str, str, str, bool]] = []
-    pos = 0
-    text = expression.strip()
+    """A closure giving the expression's boolean (None: empty), or None if unsupported.
+
+    The closure may raise ValueError where FHIRPath semantics leave this grammar (a
+    comparison of several values); callers then fall back to fhirpathpy.
+    """
+    tokens: list[tuple[str, str]] = []
+    pos, text = 0, expression.strip()
     while pos < len(text):
         match = _TOKEN.match(text, pos)
         if match is None or match.end() == pos:
             return None
-        tokens.append(
-            (match["op"] or "", match["path"] or "", match["fn"] or "", bool(match["neg"]))
-        )
+        kind = match.lastgroup or ""
+        tokens.append((kind, match[kind].strip()))
         pos = match.end()
     parser = _Parser(tokens, types)
     try:
-        test = parser.implies()
+        test = parser.binary(0).as_test()
     except (ValueError, IndexError):
         return None
-    return test if parser.pos == len(tokens) else None
+    if parser.pos != len(tokens):
+        return None
+    return test

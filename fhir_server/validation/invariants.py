@@ -205,7 +205,8 @@ def _analyse(node: dict[str, Any], out: _Analysis, per_item: bool = False) -> No
 
 
 @cache
-def _type_names() -> frozenset[str]:
+def type_names() -> frozenset[str]:
+    """All R4 type names: `value` + a capitalised type name is a choice (`valueString`)."""
     return primitive_types() | structure_names()
 
 
@@ -236,10 +237,17 @@ class Invariant:
         if self.native is not None:
             self._evaluate = self.native
             return self.native
-        simple = compile_simple(self.rule.expression, _type_names())
+        simple = compile_simple(self.rule.expression, type_names())
         if simple is not None:
-            self._evaluate = lambda node, scope: simple(node)
-            return self._evaluate
+
+            def evaluate(node: Any, scope: Scope) -> bool:
+                try:
+                    return simple(node) is not False
+                except ValueError:  # outside the fast grammar's semantics: ask fhirpathpy
+                    return _fhirpath(_parsed(self.rule.expression)[0], self.rule.path)(node, scope)
+
+            self._evaluate = evaluate
+            return evaluate
         ast, analysis = _parsed(self.rule.expression)
         self._names = None if analysis.escapes else frozenset(analysis.names)
         self._evaluate = _fhirpath(ast, self.rule.path)

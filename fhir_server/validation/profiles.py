@@ -21,7 +21,8 @@ from fhirpathpy.models import models
 from .bindings import Binding
 from .conformance import TRIGGER_EXTENSION, Conformance, ConformanceError
 from .definitions import InvariantDef, resource_types
-from .invariants import Invariant, Scope, compile_invariant
+from .fastpath import compile_simple
+from .invariants import Invariant, Scope, compile_invariant, type_names
 
 SD_BASE = "http://hl7.org/fhir/StructureDefinition/"
 Located = tuple[str, Any]  # (FHIRPath location, JSON value)
@@ -113,11 +114,11 @@ class Profile:
     name: str
     type: str
     rules: list[_Rule] = field(default_factory=list)
-    trigger: Callable[[Any], list[Any]] | None = None
+    trigger: Callable[[Any], bool] | None = None
     parent: Profile | None = None
 
     def triggered_by(self, resource: dict[str, Any]) -> bool:
-        return self.trigger is not None and self.trigger(resource) == [True]
+        return self.trigger is not None and self.trigger(resource)
 
     def check(self, root: Located, scope: Scope, report: Report) -> None:
         if self.parent is not None:
@@ -287,8 +288,24 @@ def compile_profile(
         None,
     )
     if trigger is not None:
-        profile.trigger = fhirpathpy.compile(trigger, models["r4"])
+        profile.trigger = _trigger(trigger)
     return profile
+
+
+def _trigger(expression: str) -> Callable[[Any], bool]:
+    """True where the expression is true for a resource (fast path, else fhirpathpy)."""
+    simple = compile_simple(expression, type_names())
+    compiled = fhirpathpy.compile(expression, models["r4"])
+    if simple is None:
+        return lambda resource: compiled(resource) == [True]
+
+    def selects(resource: Any) -> bool:
+        try:
+            return simple(resource) is True
+        except ValueError:
+            return compiled(resource) == [True]
+
+    return selects
 
 
 def compile_profiles(conformance: Conformance) -> dict[str, Profile]:
