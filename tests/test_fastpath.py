@@ -24,7 +24,14 @@ PROFILES = Path(__file__).resolve().parent.parent / "profiles"
 
 
 def _expressions() -> list[str]:
-    found = {rule.expression for rules in invariants().values() for rule in rules}
+    found = {
+        rule.expression for rules in invariants().values() for rule in rules if "." in rule.path
+    } | {
+        rule.expression.replace(f"{rule.path}.", "")
+        for rules in invariants().values()
+        for rule in rules
+        if "." not in rule.path
+    }
     for path in PROFILES.glob("StructureDefinition-*.json"):
         sd = json.loads(path.read_text(encoding="utf-8"))
         for element in sd.get("differential", {}).get("element", []):

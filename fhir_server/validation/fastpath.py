@@ -8,9 +8,11 @@ Logic is FHIRPath's three-valued logic (None is the empty collection), so the re
 FHIRPath result.
 
 Grammar:  implies := or ('implies' or)* ;  or := and (('or'|'xor') and)* ;
-          and := eq ('and' eq)* ;  eq := term (('=' | '!=') term)? ;
-          term := ( '(' implies ')' | path ['.where(' implies ')'] [ '.exists()' | '.empty()' ]
-                  | 'string' ) ['.not()']
+          and := eq ('and' eq)* ;
+          eq := term (('=' | '!=') term)? | term 'in' '(' 'string' ('|' 'string')* ')' ;
+          term := ( '(' implies ')' | [path] ['.where(' implies ')'] [ '.exists()' | '.empty()' ]
+                  | 'string' | true | false ) ['.not()']
+A leading type name (`Appointment.status` on Appointment) is the element itself.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ Test = Callable[[Any], Tri]
 _TOKEN = re.compile(
     r"\s*(?:(?P<string>'(?:[^'\\]|\\.)*')"
     r"|(?P<fn>\.(?:exists|empty|not)\(\))"
-    r"|(?P<where>\.where\()"
-    r"|(?P<op>\(|\)|!=|=|and\b|or\b|xor\b|implies\b)"
+    r"|(?P<where>\.?where\()"
+    r"|(?P<op>\(|\)|\||!=|=|and\b|or\b|xor\b|implies\b|in\b)"
     r"|(?P<boolean>(?:true|false)\b)"
-    r"|(?P<path>(?![a-z][A-Za-z0-9_]*\()[a-z][A-Za-z0-9_]*"
+    r"|(?P<path>(?![A-Za-z][A-Za-z0-9_]*\()[A-Za-z][A-Za-z0-9_]*"
     r"(?:\.(?![a-z][A-Za-z0-9_]*\()[a-z][A-Za-z0-9_]*)*))"
 )
 _KEYWORDS = frozenset({"and", "or", "xor", "implies"})
@@ -125,8 +127,10 @@ class _Term:
 
 
 class _Parser:
-    def __init__(self, tokens: list[tuple[str, str]], types: frozenset[str]) -> None:
-        self.tokens, self.pos, self.types = tokens, 0, types
+    def __init__(
+        self, tokens: list[tuple[str, str]], types: frozenset[str], root: str | None
+    ) -> None:
+        self.tokens, self.pos, self.types, self.root = tokens, 0, types, root
 
     def peek(self) -> tuple[str, str]:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else ("", "")
@@ -152,6 +156,9 @@ class _Parser:
 
     def eq(self) -> _Term:
         left = self.term()
+        if self.peek() == ("op", "in"):
+            self.take()
+            return self._in(left)
         if self.peek() in (("op", "="), ("op", "!=")):
             negate = self.take()[1] == "!="
             right = self.term()
@@ -173,8 +180,50 @@ class _Parser:
             return _Term(test=equal)
         return left
 
+    def _in(self, left: _Term) -> _Term:
+        """`status in ('proposed' | 'cancelled')`: a single value among string literals."""
+        self.expect("op", "(")
+        allowed = set()
+        while True:
+            kind, text = self.take()
+            if kind != "string":
+                raise ValueError("in: only a list of strings")
+            allowed.add(text[1:-1].replace("\\'", "'"))
+            if self.take() == ("op", ")"):
+                break
+            if self.tokens[self.pos - 1] != ("op", "|"):
+                raise ValueError("in: expected |")
+        items = left.items
+        if items is None:
+            raise ValueError("in: left side is a boolean")
+
+        def member(node: Any) -> Tri:
+            found = items(node)
+            if not found:
+                return None
+            if len(found) != 1:
+                raise ValueError("in: several values")
+            return found[0] in allowed
+
+        return _Term(test=member)
+
+    def path(self, text: str) -> str:
+        """A path relative to the element; a leading type name is the element itself."""
+        first, _, rest = text.partition(".")
+        if not first[0].isupper():
+            return text
+        if first != self.root or not rest:
+            raise ValueError(f"{first} is a type name")
+        return rest
+
     def term(self) -> _Term:
         kind, text = self.take()
+        if kind == "where":
+            if text.startswith("."):
+                raise ValueError("where() after nothing")
+            term = self._where(_Term(items=lambda node: [node]), self.binary(0).as_test())
+            self.expect("op", ")")
+            return self._suffixes(term)
         if kind == "string":
             value = text[1:-1].replace("\\'", "'")
             term = _Term(items=lambda node: [value])
@@ -185,18 +234,26 @@ class _Parser:
             term = self.binary(0)
             self.expect("op", ")")
         elif kind == "path" and text not in _KEYWORDS:
-            term = _Term(items=_navigate(text, self.types))
-            if self.peek()[0] == "where":
-                self.take()
-                term = self._where(term, self.binary(0).as_test())
-                self.expect("op", ")")
-            if self.peek() in (("fn", ".exists()"), ("fn", ".empty()")):
-                exists = self.take()[1] == ".exists()"
-                items = term.items
-                assert items is not None
-                term = _Term(test=lambda n, items=items, e=exists: bool(items(n)) == e)
+            return self._suffixes(_Term(items=_navigate(self.path(text), self.types)))
         else:
             raise ValueError(f"unexpected {text}")
+        return self._nots(term)
+
+    def _suffixes(self, term: _Term) -> _Term:
+        """`.where(…)`, then `.exists()` / `.empty()`, then any `.not()`."""
+        if self.peek()[0] == "where" and self.peek()[1].startswith("."):
+            self.take()
+            term = self._where(term, self.binary(0).as_test())
+            self.expect("op", ")")
+        if self.peek() in (("fn", ".exists()"), ("fn", ".empty()")):
+            exists = self.take()[1] == ".exists()"
+            items = term.items
+            if items is None:
+                raise ValueError("exists() on a boolean")
+            term = _Term(test=lambda n, items=items, e=exists: bool(items(n)) == e)
+        return self._nots(term)
+
+    def _nots(self, term: _Term) -> _Term:
         while self.peek() == ("fn", ".not()"):
             self.take()
             inner = term.as_test()
@@ -211,7 +268,7 @@ class _Parser:
         return _Term(items=lambda n: [i for i in items(n) if condition(i) is True])
 
 
-def compile_simple(expression: str, types: frozenset[str]) -> Test | None:
+def compile_simple(expression: str, types: frozenset[str], root: str | None = None) -> Test | None:
     """A closure giving the expression's boolean (None: empty), or None if unsupported.
 
     The closure may raise ValueError where FHIRPath semantics leave this grammar (a
@@ -226,7 +283,7 @@ def compile_simple(expression: str, types: frozenset[str]) -> Test | None:
         kind = match.lastgroup or ""
         tokens.append((kind, match[kind].strip()))
         pos = match.end()
-    parser = _Parser(tokens, types)
+    parser = _Parser(tokens, types, root)
     try:
         test = parser.binary(0).as_test()
     except (ValueError, IndexError):

@@ -160,7 +160,24 @@ def _per_1(node: dict[str, Any], scope: Scope) -> bool:
     return start <= end
 
 
+def _obs_7(node: dict[str, Any], scope: Scope) -> bool:
+    """No value when a component has the Observation's own code (avoids %resource)."""
+    if not any(k.startswith("value") for k in node):
+        return True
+    code = node.get("code")
+    own = code.get("coding") if isinstance(code, dict) else None
+    components = node.get("component")
+    if not isinstance(own, list) or not isinstance(components, list):
+        return True
+    for component in components:
+        theirs = component.get("code", {}).get("coding") if isinstance(component, dict) else None
+        if isinstance(theirs, list) and any(c in own for c in theirs):
+            return False
+    return True
+
+
 NATIVE: dict[str, Evaluator] = {
+    "obs-7": _obs_7,
     "dom-3": _dom_3,
     "per-1": _per_1,
     "dom-6": _dom_6,
@@ -237,7 +254,11 @@ class Invariant:
         if self.native is not None:
             self._evaluate = self.native
             return self.native
-        simple = compile_simple(self.rule.expression, type_names())
+        simple = compile_simple(
+            self.rule.expression,
+            type_names(),
+            self.rule.path.split(".")[0] if "." not in self.rule.path else None,
+        )
         if simple is not None:
 
             def evaluate(node: Any, scope: Scope) -> bool:

@@ -11,7 +11,7 @@ cannot be stored unprofiled.  Extension definitions apply to every extension wit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -288,13 +288,13 @@ def compile_profile(
         None,
     )
     if trigger is not None:
-        profile.trigger = _trigger(trigger)
+        profile.trigger = _trigger(trigger, sd["type"])
     return profile
 
 
-def _trigger(expression: str) -> Callable[[Any], bool]:
+def _trigger(expression: str, type: str) -> Callable[[Any], bool]:
     """True where the expression is true for a resource (fast path, else fhirpathpy)."""
-    simple = compile_simple(expression, type_names())
+    simple = compile_simple(expression, type_names(), type)
     compiled = fhirpathpy.compile(expression, models["r4"])
     if simple is None:
         return lambda resource: compiled(resource) == [True]
@@ -331,17 +331,3 @@ def compile_profiles(conformance: Conformance) -> dict[str, Profile]:
     for url in sds:
         build(url, ())
     return compiled
-
-
-def iter_extensions(located: Located) -> Iterator[Located]:
-    """Every extension object anywhere in a resource, with its location."""
-    path, node = located
-    if isinstance(node, dict):
-        for key, value in node.items():
-            items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
-            for i, item in items:
-                loc = f"{path}.{key}" if i is None else f"{path}.{key}[{i}]"
-                if key in ("extension", "modifierExtension") and isinstance(item, dict):
-                    yield loc, item
-                if isinstance(item, dict) and key != "contained":
-                    yield from iter_extensions((loc, item))

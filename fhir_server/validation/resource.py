@@ -18,8 +18,14 @@ from fhir_server.validation.structure import check_structure
 RULE_CODES = frozenset({"required", "code-invalid", "invariant", "invalid", "processing"})
 
 
-def validate(resource: Any, expected_type: str | None = None) -> list[Issue]:
-    """Every issue found in `resource` (errors and warnings), as OperationOutcome issues."""
+def validate(
+    resource: Any,
+    expected_type: str | None = None,
+    extensions: list[tuple[str, dict[str, Any]]] | None = None,
+) -> list[Issue]:
+    """Every issue found in `resource` (errors and warnings), as OperationOutcome issues.
+
+    `extensions` collects the Extension objects met (see `check_structure`)."""
     if not isinstance(resource, dict):
         return [Issue("error", "structure", "A resource must be a JSON object", ())]
     resource_type = resource.get("resourceType")
@@ -33,7 +39,7 @@ def validate(resource: Any, expected_type: str | None = None) -> list[Issue]:
         return [Issue("error", "invalid", message, ("resourceType",))]
     return [
         Issue(i.severity, i.code, i.message, (i.expression,))  # type: ignore[arg-type]
-        for i in check_structure(resource)
+        for i in check_structure(resource, extensions)
     ]
 
 

@@ -131,12 +131,14 @@ def _tables() -> dict[str, _Node]:
 class _Walker:
     """Collects issues while walking one resource tree."""
 
-    __slots__ = ("issues", "scope", "tables")
+    __slots__ = ("extension", "extensions", "issues", "scope", "tables")
 
-    def __init__(self) -> None:
+    def __init__(self, extensions: list[tuple[str, dict[str, Any]]] | None = None) -> None:
         self.tables = _tables()
         self.issues: list[StructureIssue] = []
         self.scope = Scope({}, {})
+        self.extensions = extensions
+        self.extension = self.tables["Extension"] if extensions is not None else None
 
     def add(self, code: str, expression: str, message: str, severity: str = "error") -> None:
         self.issues.append(StructureIssue(severity, code, expression, message))
@@ -169,6 +171,8 @@ class _Walker:
         label: str = "",
     ) -> None:
         label = label or node.label
+        if node is self.extension and self.extensions is not None:
+            self.extensions.append((path, obj))
         if not obj:
             self.add("structure", path, f"Empty object in {label}: not allowed in FHIR JSON")
             return
@@ -340,9 +344,15 @@ class _Walker:
                 self.add("structure", f"{loc}[{i}]", f"must be an object, not {_json_kind(item)}")
 
 
-def check_structure(resource: Any) -> list[StructureIssue]:
-    """Validate a parsed FHIR JSON resource against the R4 definitions; [] means valid."""
-    walker = _Walker()
+def check_structure(
+    resource: Any, extensions: list[tuple[str, dict[str, Any]]] | None = None
+) -> list[StructureIssue]:
+    """Validate a parsed FHIR JSON resource against the R4 definitions; [] means valid.
+
+    `extensions`, if given, receives every Extension object met, with its location, so that
+    extension definitions can be applied without walking the resource again.
+    """
+    walker = _Walker(extensions)
     walker.resource(resource, None)
     return walker.issues
 

@@ -13,7 +13,7 @@ from fhir_server.errors import FhirError, Issue, error
 
 from .conformance import Conformance, load_conformance
 from .invariants import Scope
-from .profiles import SD_BASE, Profile, compile_profiles, iter_extensions
+from .profiles import SD_BASE, Profile, compile_profiles
 from .resource import status_for, validate
 
 
@@ -37,7 +37,8 @@ class Validator:
         self, resource: Any, expected_type: str | None = None, profile: str | None = None
     ) -> list[Issue]:
         """All issues: R4 first; profiles only for a well-formed resource."""
-        issues = validate(resource, expected_type)
+        extensions: list[tuple[str, dict[str, Any]]] = []
+        issues = validate(resource, expected_type, extensions)
         if status_for(issues) == 400 or any(i.expression == ("resourceType",) for i in issues):
             return issues  # not a well-formed resource: profiles would only add noise
         rtype = str(resource["resourceType"])
@@ -49,7 +50,7 @@ class Validator:
 
         for selected in self._profiles_for(resource, rtype, profile, report):
             selected.check(root, scope, report)
-        for loc, extension in iter_extensions(root):
+        for loc, extension in extensions:
             definition = self.extensions.get(extension.get("url", ""))
             if definition is not None:
                 definition.check((loc, extension), scope, report)

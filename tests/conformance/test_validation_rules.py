@@ -499,3 +499,26 @@ async def test_rejected_update_as_create_stores_nothing(client: httpx.AsyncClien
     assert response.status_code == 422, response.text
     assert (await client.get("/Patient/ny-patient")).status_code == 404
     assert (await client.get("/Patient")).json()["total"] == 0
+
+
+BLOOD_PRESSURE = {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]}
+SYSTOLIC = {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]}
+MM_HG = {"value": 120, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}
+
+
+async def test_obs7_value_with_a_component_of_the_same_code_is_422(client: httpx.AsyncClient):
+    body = observation(
+        code=BLOOD_PRESSURE,
+        valueQuantity=MM_HG,
+        component=[{"code": BLOOD_PRESSURE, "valueQuantity": MM_HG}],
+    )
+    await rejected(client, body, 422, "invariant", "Observation", "obs-7")
+
+
+async def test_obs7_components_with_their_own_codes_are_accepted(client: httpx.AsyncClient):
+    body = observation(
+        code=BLOOD_PRESSURE,
+        valueQuantity=MM_HG,
+        component=[{"code": SYSTOLIC, "valueQuantity": MM_HG}],
+    )
+    await accepted(client, body)
