@@ -188,6 +188,23 @@ NATIVE: dict[str, Evaluator] = {
 }
 
 
+_CHOICE_STEM = re.compile(r"_?([a-z][a-z0-9]*)")
+
+
+def present_names(node: Any) -> set[str]:
+    """Element names present in a JSON object as FHIRPath sees them (`valueString` -> value)."""
+    if not isinstance(node, dict):
+        return set()
+    names = set()
+    for key in node:
+        name = key.lstrip("_")
+        names.add(name)
+        stem = _CHOICE_STEM.match(key)
+        if stem is not None:
+            names.add(stem.group(1))
+    return names
+
+
 @dataclass(slots=True)
 class _Analysis:
     names: set[str] = field(default_factory=set)
@@ -283,7 +300,9 @@ class Invariant:
                 return self._empty
             return evaluate(node, scope)
         except Exception as exc:
-            log.warning("invariant %s could not be evaluated: %s", self.rule.key, exc)
+            if self.rule.key not in _failed:  # once per rule, not once per resource
+                _failed.add(self.rule.key)
+                log.warning("invariant %s could not be evaluated: %s", self.rule.key, exc)
             return None
 
 
@@ -338,6 +357,7 @@ def core_invariants() -> dict[str, tuple[Invariant, ...]]:
 
 
 _unsupported: dict[str, str] = {}
+_failed: set[str] = set()
 
 
 def unsupported() -> dict[str, str]:

@@ -22,7 +22,8 @@ from .bindings import Binding
 from .conformance import TRIGGER_EXTENSION, Conformance, ConformanceError
 from .definitions import InvariantDef, resource_types
 from .fastpath import compile_simple
-from .invariants import Invariant, Scope, compile_invariant, type_names
+from .invariants import Invariant, Scope, compile_invariant, present_names, type_names
+from .references import reference_type
 
 SD_BASE = "http://hl7.org/fhir/StructureDefinition/"
 Located = tuple[str, Any]  # (FHIRPath location, JSON value)
@@ -161,8 +162,7 @@ class Profile:
                     "error", "processing", loc, f"{where}: type {chosen} is not allowed ({allowed})"
                 )
         if rule.targets and isinstance(item, dict) and isinstance(item.get("reference"), str):
-            ref = item["reference"]
-            target = ref.split("/")[-2] if ref.count("/") >= 1 and not ref.startswith("#") else None
+            target = reference_type(item["reference"])
             if target is not None and target not in rule.targets:
                 allowed = ", ".join(sorted(rule.targets))
                 report(
@@ -185,8 +185,7 @@ class Profile:
             if message:
                 report(binding.severity, "code-invalid", loc, f"{where}: {message}")
         for constraint in rule.constraints:
-            present = {k.lstrip("_") for k in item} if isinstance(item, dict) else ()
-            verdict = constraint.check(item, present, scope)
+            verdict = constraint.check(item, present_names(item), scope)
             key, human = constraint.rule.key, constraint.rule.human
             if verdict is None:
                 report("warning", "not-supported", loc, f"{where}: {key} could not be evaluated")

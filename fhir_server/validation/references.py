@@ -23,6 +23,12 @@ _UUID = re.compile(
 _CONDITIONAL = re.compile(r"[A-Z][A-Za-z]+\?\S*")
 
 
+def reference_type(ref: str) -> str | None:
+    """The resource type a literal reference (`Type/id`, `…/Type/id/_history/v`) names."""
+    match = _LITERAL.fullmatch(ref)
+    return match.group(1) if match else None
+
+
 def _allowed(targets: frozenset[str]) -> str:
     return ", ".join(sorted(targets))
 

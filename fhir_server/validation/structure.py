@@ -14,7 +14,7 @@ from typing import Any
 
 from .bindings import Binding, core_binding
 from .definitions import ElementDef, children, primitive_regexes, resource_types, structure_names
-from .invariants import Invariant, Scope, core_invariants
+from .invariants import Invariant, Scope, core_invariants, present_names
 from .primitives import Checker, _json_kind, _show, checker
 from .references import reference_problem
 
@@ -203,8 +203,8 @@ class _Walker:
                     continue
                 chosen[group] = key
             self.value(value, slot, path, obj)
-        for name, present_names, minimum in node.required:
-            for present in present_names:
+        for name, json_names, minimum in node.required:
+            for present in json_names:
                 if present in obj:
                     break
             else:
@@ -289,7 +289,7 @@ class _Walker:
                 if message:
                     self.add("invalid", loc, message)
             if slot.invariants:
-                self.rules(item, slot.invariants, loc, {k.lstrip("_") for k in item})
+                self.rules(item, slot.invariants, loc, present_names(item))
         else:
             kind = _json_kind(item)
             self.add(
