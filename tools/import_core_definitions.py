@@ -100,6 +100,8 @@ def compact_elements(sd: SD) -> Elements:
                 entry["targets"] = targets
             if NESTED_TYPES & set(entry["types"]) and any(p.startswith(path + ".") for p in paths):
                 entry["nested"] = True
+        if e.get("isSummary"):
+            entry["summary"] = True
         out[path] = entry
     return out
 
@@ -287,7 +289,8 @@ Files:
   `valueMeta` and adds `valueCodeableReference`/`valueRatioRange`); otherwise no type would
   match, since every resource carries extensions.  Run the R4 structure check first.
 - `elements.json` also lists, per Reference element, the allowed target types (`targets`;
-  absent when any resource is allowed).
+  absent when any resource is allowed), and marks the elements of `_summary=true`
+  (`summary`, from `isSummary`).
 - `bindings.json`: element path -> [strength, value set url] for every required and extensible
   binding on a `code`, `Coding` or `CodeableConcept` element.
 - `valuesets.json`: each bound value set expanded from the package's own CodeSystems

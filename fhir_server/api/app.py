@@ -14,6 +14,8 @@ from fhir_server.api.metadata import metadata
 from fhir_server.api.routes import ROUTES
 from fhir_server.config import Settings
 from fhir_server.interactions.conformance import publish_conformance
+from fhir_server.interactions.reindex import reindex_if_needed
+from fhir_server.search.registry import use_custom
 from fhir_server.storage.factory import create_storage
 from fhir_server.storage.port import Storage
 from fhir_server.validation.invariants import report_unsupported
@@ -26,12 +28,14 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     settings = settings or Settings()
     storage = storage or create_storage(settings)
     validator = Validator.from_directories(settings.profile_dirs)
+    use_custom(validator.conformance.of_kind("SearchParameter"))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await storage.open()
         warm_up()  # build the definitions' lookup tables before the first request
         report_unsupported()
+        await reindex_if_needed(storage)
         await publish_conformance(storage, validator.conformance)
         try:
             yield

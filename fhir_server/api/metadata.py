@@ -13,7 +13,7 @@ from fhir_server.api.negotiation import check_response_format
 from fhir_server.api.responses import json_response
 from fhir_server.api.routes import RESOURCE_FEATURES, ROUTES, context
 from fhir_server.resource_types import resource_types
-from fhir_server.search.registry import search_params
+from fhir_server.search.registry import SearchParam, search_params
 
 STARTED = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -52,7 +52,9 @@ def capability_statement(
                 "resource": resources,
                 "interaction": [{"code": code} for code in system_interactions],
                 "searchParam": [
-                    {"name": "_id", "type": "token", "documentation": "Logical id"},
+                    _param_capability(p)
+                    for p in search_params("Patient").values()
+                    if p.name.startswith("_")  # common to all types (base Resource)
                 ],
             }
         ],
@@ -65,16 +67,20 @@ def resource_capability(name: str, interactions: list[str], profiles: list[str])
         capability["supportedProfile"] = sorted(profiles)
     capability["interaction"] = [{"code": code} for code in interactions]
     capability.update(RESOURCE_FEATURES)
-    params = [
-        {"name": p.name, "type": p.type, "documentation": p.documentation}
-        for p in search_params(name).values()
-        if not p.name.startswith("_")
-    ]
+    params = [_param_capability(p) for p in search_params(name).values() if p.name[0] != "_"]
     if params:  # FHIR JSON allows no empty arrays
         capability["searchParam"] = params
     capability["operation"] = [
         {"name": op.removeprefix("$"), "definition": url} for op, url in OPERATIONS.items()
     ]
+    return capability
+
+
+def _param_capability(param: SearchParam) -> dict[str, Any]:
+    capability = {"name": param.name, "type": param.type}
+    if param.url:
+        capability["definition"] = param.url
+    capability["documentation"] = param.documentation
     return capability
 
 

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server import fhirjson
 from fhir_server.api.body import read_body, read_resource
 from fhir_server.api.negotiation import check_response_format
 from fhir_server.api.responses import (
@@ -30,6 +31,7 @@ from fhir_server.interactions import crud
 from fhir_server.interactions.context import Context
 from fhir_server.interactions.history import history
 from fhir_server.interactions.search import search_type
+from fhir_server.interactions.subsetting import parse_subset, subset
 from fhir_server.interactions.validate import unpack, validate
 from fhir_server.interactions.versions import parse_instant
 from fhir_server.resource_types import is_resource_type
@@ -116,6 +118,10 @@ async def read(request: Request) -> Response:
     headers = version_headers(version)
     if _not_modified(request, version, headers):
         return Response(status_code=304, headers=headers)
+    wanted = parse_subset(query_pairs(request))
+    if not wanted.whole and version.json is not None:
+        body = subset(fhirjson.loads_resource(version.json), wanted)
+        return fhir_response(fhirjson.dumps(body, pretty=pretty), 200, headers)
     return fhir_response(stored_bytes(version, pretty), 200, headers)
 
 

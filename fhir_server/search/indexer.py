@@ -1,34 +1,38 @@
 """Search values extracted on write and stored with the current version.
 
 Reads and searches never look inside the JSON: whatever a parameter can match is computed
-here once, normalised, and handed to the storage engine as typed index entries.
+here once, normalised (`extract.py`, `normalise.py`), and handed to the storage engine as
+typed index entries.  `index_version()` names the parameter set, so a server that learns new
+parameters re-indexes what it stored before (`interactions/reindex.py`).
 """
 
 from __future__ import annotations
 
+import hashlib
+from functools import cache
 from typing import Any
 
-from fhir_server.search.registry import search_params
-from fhir_server.storage.port import IndexEntry, TokenIndex
+import orjson
+
+from fhir_server.search import extract
+from fhir_server.search.registry import all_params, search_params
+from fhir_server.storage.port import IndexEntry
+
+EXTRACTOR_VERSION = "1"  # bump when extraction or normalisation changes what is stored
 
 
 def index_entries(resource_type: str, resource: dict[str, Any]) -> list[IndexEntry]:
-    entries: list[IndexEntry] = []
-    for param in search_params(resource_type).values():
-        if param.element is None:
-            continue
-        if param.type == "uri":
-            value = resource.get(param.element)
-            if isinstance(value, str):
-                entries.append(TokenIndex(param.name, None, value))
-            continue
-        for value in _as_list(resource.get(param.element)):
-            if isinstance(value, dict) and isinstance(value.get("value"), str):
-                entries.append(TokenIndex(param.name, value.get("system"), value["value"]))
-    return entries
+    definitions = [p.definition for p in search_params(resource_type).values() if p.definition]
+    return extract.index_entries(resource_type, resource, definitions)
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
+@cache
+def index_version() -> str:
+    """A digest of every indexed parameter (type, code, expression) and the extractor."""
+    described = sorted(
+        (type_name, p.name, p.type, p.expression or "")
+        for type_name, params in all_params().items()
+        for p in params.values()
+    )
+    digest = hashlib.sha256(orjson.dumps([EXTRACTOR_VERSION, described])).hexdigest()
+    return digest[:16]

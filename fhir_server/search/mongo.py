@@ -1,85 +1,337 @@
 """Compile the query tree to a MongoDB filter document.
 
 Every key in the output is a fixed field name or operator written here; user text only ever
-lands in value positions, and every value is checked to be a plain `str`, so a value such as
-`{"$where": ...}` or `"$gt"` is compared literally and can never become an operator.
+lands in value positions, and every text value is checked to be a plain `str`, so a value such
+as `{"$where": ...}` or `"$gt"` is compared literally and can never become an operator; the
+one regular expression (`:contains`) is built with `re.escape`.
 
-The search values of a resource live in its current document as an array `idx` of small
-entries (`{"p": param, "s": system, "c": code}` for tokens; Cosmos DB's layout), so one token
-alternative is one `$elemMatch` over that array. `matches` evaluates the same semantics in
-memory, for a unit of work's not yet committed writes.
+The search values of a resource live in its current document as an array `idx` of small typed
+entries (Cosmos DB's layout; `k` says the kind), so one alternative is one `$elemMatch` over
+that array.  Chains and reverse chains are resolved first (`resolve`), by the engine, into
+lists of ids.  `matches` evaluates the same semantics in memory, for a unit of work's not yet
+committed writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from fhir_server.search.query import AnyOf, Condition, IdIn, TokenMatch
-from fhir_server.storage.port import IndexEntry, TokenIndex
+from fhir_server.search.query import (
+    AnyOf,
+    Chain,
+    Condition,
+    DateMatch,
+    Has,
+    IdIn,
+    LastUpdated,
+    Missing,
+    Not,
+    NumberMatch,
+    QuantityMatch,
+    ReferenceMatch,
+    StringMatch,
+    TextMatch,
+    TokenMatch,
+    UriMatch,
+)
+from fhir_server.search.ranges import holds, range_terms
+from fhir_server.storage.port import (
+    DateIndex,
+    IndexEntry,
+    NumberIndex,
+    QuantityIndex,
+    ReferenceIndex,
+    StringIndex,
+    TextIndex,
+    TokenIndex,
+    UriIndex,
+)
 
 # Matches no document: `$or: []` is invalid in MongoDB, so an empty alternative needs this.
 _NOTHING: dict[str, Any] = {"id": {"$in": []}}
+_TOP = "\U0010ffff"
+KINDS = {
+    "token": "t",
+    "text": "x",
+    "string": "s",
+    "date": "d",
+    "number": "n",
+    "quantity": "q",
+    "reference": "r",
+    "uri": "u",
+}
+_OPERATORS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
 
 
-def compile_where(conditions: Iterable[Condition]) -> dict[str, Any]:
-    """AND of all conditions as one filter document; `{}` when there are none."""
-    parts = [_compile(condition) for condition in conditions]
-    return {"$and": parts} if parts else {}
+@dataclass(frozen=True, slots=True)
+class RefIn:
+    """A resolved chain: `param` refers to one of these `target` resources."""
+
+    param: str
+    target: str
+    ids: frozenset[str]
+
+
+Resolved = Condition | RefIn
+FindIds = Callable[[str, dict[str, Any]], Awaitable[list[str]]]
+FindReferrers = Callable[[str, dict[str, Any], str, str], Awaitable[list[str]]]
 
 
 def index_document(entry: IndexEntry) -> dict[str, Any]:
     """The stored form of one index entry: what `compile_where` filters on."""
-    if isinstance(entry, TokenIndex):
-        return {
-            "p": _text(entry.param),
-            "s": _optional_text(entry.system),
-            "c": _optional_text(entry.code),
-        }
+    p = _text(entry.param)
+    match entry:
+        case TokenIndex(system=system, code=code):
+            return {"k": "t", "p": p, "s": _optional(system), "c": _optional(code)}
+        case TextIndex(value=value):
+            return {"k": "x", "p": p, "v": _text(value)}
+        case StringIndex(value=value, exact=exact):
+            return {"k": "s", "p": p, "v": _text(value), "e": _text(exact)}
+        case DateIndex(low=low, high=high):
+            return {"k": "d", "p": p, "lo": _text(low), "hi": _text(high)}
+        case NumberIndex(low=low, high=high):
+            return {"k": "n", "p": p, "lo": float(low), "hi": float(high)}
+        case QuantityIndex(low=low, high=high, system=system, code=code, unit=unit):
+            return {
+                "k": "q",
+                "p": p,
+                "lo": float(low),
+                "hi": float(high),
+                "s": _optional(system),
+                "c": _optional(code),
+                "un": _optional(unit),
+            }
+        case ReferenceIndex(type=type, id=id, version=version, url=url):
+            return {
+                "k": "r",
+                "p": p,
+                "t": _optional(type),
+                "i": _optional(id),
+                "ver": _optional(version),
+                "u": _optional(url),
+            }
+        case UriIndex(value=value):
+            return {"k": "u", "p": p, "v": _text(value)}
     raise TypeError(f"unsupported index entry {entry!r}")
 
 
-def matches(
-    conditions: Iterable[Condition], resource_id: str, index: Sequence[Mapping[str, Any]]
-) -> bool:
-    """Whether a resource with this id and these stored index entries satisfies the filter
-    `compile_where(conditions)` would build (used for buffered, uncommitted writes)."""
-    return all(_matches(condition, resource_id, index) for condition in conditions)
+SORT_VALUE = {"t": ("c", "c"), "s": ("v", "v"), "d": ("lo", "hi"), "n": ("lo", "hi"),
+              "q": ("lo", "hi"), "r": ("i", "i"), "u": ("v", "v")}  # fmt: skip
 
 
-def _compile(condition: Condition) -> dict[str, Any]:
+def sort_keys(documents: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per parameter, the lowest and highest value: what `_sort` orders by."""
+    keys: dict[str, dict[str, Any]] = {}
+    for d in documents:
+        fields = SORT_VALUE.get(d["k"])
+        if fields is None or not re.fullmatch(r"[A-Za-z0-9_-]+", d["p"]):
+            continue
+        low, high = d.get(fields[0]), d.get(fields[1])
+        if low is None:
+            continue
+        key = keys.setdefault(d["p"], {"min": low, "max": high})
+        key["min"], key["max"] = min(key["min"], low), max(key["max"], high)
+    return keys
+
+
+async def resolve(
+    conditions: Sequence[Condition], type: str, find_ids: FindIds, find_referrers: FindReferrers
+) -> list[Resolved]:
+    """Replace chains on a search of `type` by the ids they reach, recursively (each inner
+    search is one query)."""
+    return [await _resolve(c, type, find_ids, find_referrers) for c in conditions]
+
+
+async def _resolve(
+    c: Condition, type: str, find_ids: FindIds, find_referrers: FindReferrers
+) -> Resolved:
+    match c:
+        case Chain(param=param, target=target, where=where):
+            inner = await resolve(where, target, find_ids, find_referrers)
+            ids = await find_ids(target, compile_where(inner))
+            return RefIn(param, target, frozenset(ids))
+        case Has(source=source, param=param, where=where):
+            inner = await resolve(where, source, find_ids, find_referrers)
+            targets = await find_referrers(source, compile_where(inner), param, type)
+            return IdIn(tuple(sorted(set(targets))))
+        case Not(term=term):
+            return Not(await _resolve(term, type, find_ids, find_referrers))  # type: ignore[arg-type]
+        case AnyOf(terms=terms):
+            resolved = [await _resolve(t, type, find_ids, find_referrers) for t in terms]
+            return AnyOf(tuple(resolved))  # type: ignore[arg-type]
+    return c
+
+
+def compile_where(conditions: Iterable[Resolved]) -> dict[str, Any]:
+    """AND of all (resolved) conditions as one filter document; `{}` when there are none."""
+    parts = [_compile(condition) for condition in conditions]
+    return {"$and": parts} if parts else {}
+
+
+def _ranges(prefix: Any, low: Any, high: Any, lo: str = "lo", hi: str = "hi") -> dict[str, Any]:
+    """`range_terms` as a filter on the fields `lo`/`hi` (the same field when a single value)."""
+    fields = {"lo": lo, "hi": hi}
+    alternatives = []
+    for alternative in range_terms(prefix, low, high):
+        conditions: dict[str, dict[str, Any]] = {}
+        for f, op, v in alternative:
+            conditions.setdefault(fields[f], {})[_OPERATORS[op]] = v
+        alternatives.append(conditions)
+    return alternatives[0] if len(alternatives) == 1 else {"$or": alternatives}
+
+
+def _element(kind: str, param: str, **fields: Any) -> dict[str, Any]:
+    return {"idx": {"$elemMatch": {"k": kind, "p": _text(param), **fields}}}
+
+
+def _compile(condition: Resolved) -> dict[str, Any]:
     match condition:
         case IdIn(ids=ids):
             return {"id": {"$in": [_text(value) for value in ids]}}
+        case LastUpdated(prefix=prefix, low=low, high=high):
+            return _ranges(prefix, _text(low), _text(high), "last_updated", "last_updated")
         case TokenMatch(param=param, system=system, code=code):
-            element: dict[str, Any] = {"p": _text(param)}
+            fields: dict[str, Any] = {}
             if system == "":
-                element["s"] = None  # no system: null or absent
+                fields["s"] = None  # no system: null or absent
             elif system is not None:
-                element["s"] = _text(system)
+                fields["s"] = _text(system)
             if code is not None:
-                element["c"] = _text(code)
-            return {"idx": {"$elemMatch": element}}
+                fields["c"] = _text(code)
+            return _element("t", param, **fields)
+        case TextMatch(param=param, value=value):
+            return _element("x", param, v={"$gte": _text(value), "$lt": value + _TOP})
+        case StringMatch(param=param, value=value, mode=mode):
+            if mode == "exact":
+                return _element("s", param, e=_text(value))
+            if mode == "contains":
+                return _element("s", param, v={"$regex": re.escape(_text(value))})
+            return _element("s", param, v={"$gte": _text(value), "$lt": value + _TOP})
+        case DateMatch(param=param, prefix=prefix, low=low, high=high):
+            return _element("d", param, **_ranges(prefix, _text(low), _text(high)))
+        case NumberMatch(param=param, prefix=prefix, low=low, high=high):
+            return _element("n", param, **_ranges(prefix, float(low), float(high)))
+        case QuantityMatch(param=param, prefix=prefix, low=low, high=high, system=s, code=c):
+            fields = dict(_ranges(prefix, float(low), float(high)))
+            if s is not None:
+                fields["s"] = _text(s)
+            if c is not None and s is not None:
+                fields["c"] = _text(c)
+            elif c is not None:
+                unit_or_code = [{"c": _text(c)}, {"un": _text(c)}]
+                fields = (
+                    {"$and": [fields, {"$or": unit_or_code}]} if fields else {"$or": unit_or_code}
+                )
+            return _element("q", param, **fields)
+        case ReferenceMatch(param=param, type=target, id=id, url=url):
+            local: dict[str, Any] = {}
+            if id is not None:
+                local["i"] = _text(id)
+                if target is not None:
+                    local["t"] = _text(target)
+            if url is None:
+                return _element("r", param, **local)
+            by_url = {"u": _text(url)}
+            return _element("r", param, **({"$or": [local, by_url]} if local else by_url))
+        case RefIn(param=param, target=target, ids=ids):
+            return _element("r", param, t=_text(target), i={"$in": sorted(ids)})
+        case UriMatch(param=param, value=value, mode=mode):
+            value = _text(value)
+            if mode == "above":
+                return _element(
+                    "u", param, v={"$in": [value[:i] for i in range(1, len(value) + 1)]}
+                )
+            if mode == "below":
+                return _element("u", param, v={"$gte": value, "$lt": value + _TOP})
+            return _element("u", param, v=value)
+        case Missing(param=param, kind=kind, missing=missing):
+            present = _element(KINDS[kind], param)
+            return {"idx": {"$not": present["idx"]}} if missing else present
+        case Not(term=term):
+            return {"$nor": [_compile(term)]}
         case AnyOf(terms=terms):
             alternatives = [_compile(term) for term in terms]
             return {"$or": alternatives} if alternatives else _NOTHING
     raise TypeError(f"unknown condition {condition!r}")
 
 
-def _matches(condition: Condition, resource_id: str, index: Sequence[Mapping[str, Any]]) -> bool:
-    match condition:
+def matches(
+    conditions: Iterable[Resolved],
+    resource_id: str,
+    index: Sequence[Mapping[str, Any]],
+    last_updated: str = "",
+) -> bool:
+    """Whether a resource with this id and these stored index entries satisfies the filter
+    `compile_where(conditions)` would build (used for buffered, uncommitted writes)."""
+    return all(_matches(c, resource_id, index, last_updated) for c in conditions)
+
+
+def _entries(index: Sequence[Mapping[str, Any]], kind: str, param: str) -> list[Mapping[str, Any]]:
+    return [e for e in index if e.get("k") == kind and e.get("p") == param]
+
+
+def _matches(c: Resolved, rid: str, index: Sequence[Mapping[str, Any]], last_updated: str) -> bool:
+    match c:
         case IdIn(ids=ids):
-            return resource_id in ids
+            return rid in ids
+        case LastUpdated(prefix=prefix, low=low, high=high):
+            return holds(range_terms(prefix, low, high), last_updated, last_updated)
         case TokenMatch(param=param, system=system, code=code):
             return any(
-                entry.get("p") == param
-                and (system is None or entry.get("s") == (system or None))
-                and (code is None or entry.get("c") == code)
-                for entry in index
+                (system is None or e.get("s") == (system or None))
+                and (code is None or e.get("c") == code)
+                for e in _entries(index, "t", param)
             )
+        case TextMatch(param=param, value=value):
+            return any(e["v"].startswith(value) for e in _entries(index, "x", param))
+        case StringMatch(param=param, value=value, mode=mode):
+            found = _entries(index, "s", param)
+            if mode == "exact":
+                return any(e["e"] == value for e in found)
+            if mode == "contains":
+                return any(value in e["v"] for e in found)
+            return any(e["v"].startswith(value) for e in found)
+        case DateMatch(param=param, prefix=prefix, low=low, high=high):
+            terms = range_terms(prefix, low, high)
+            return any(holds(terms, e["lo"], e["hi"]) for e in _entries(index, "d", param))
+        case NumberMatch(param=param, prefix=prefix, low=low, high=high):
+            terms = range_terms(prefix, low, high)
+            return any(holds(terms, e["lo"], e["hi"]) for e in _entries(index, "n", param))
+        case QuantityMatch(param=param, prefix=prefix, low=low, high=high, system=s, code=code):
+            terms = range_terms(prefix, low, high)
+            return any(
+                holds(terms, e["lo"], e["hi"])
+                and (s is None or e.get("s") == s)
+                and (code is None or e.get("c") == code or (s is None and e.get("un") == code))
+                for e in _entries(index, "q", param)
+            )
+        case ReferenceMatch(param=param, type=target, id=id, url=url):
+            return any(
+                (id is not None and e.get("i") == id and target in (None, e.get("t")))
+                or (url is not None and e.get("u") == url)
+                for e in _entries(index, "r", param)
+            )
+        case RefIn(param=param, target=target, ids=ids):
+            return any(
+                e.get("t") == target and e.get("i") in ids for e in _entries(index, "r", param)
+            )
+        case UriMatch(param=param, value=value, mode=mode):
+            found = _entries(index, "u", param)
+            if mode == "above":
+                return any(value.startswith(e["v"]) for e in found)
+            if mode == "below":
+                return any(e["v"].startswith(value) for e in found)
+            return any(e["v"] == value for e in found)
+        case Missing(param=param, kind=kind, missing=missing):
+            return bool(_entries(index, KINDS[kind], param)) != missing
+        case Not(term=term):
+            return not _matches(term, rid, index, last_updated)
         case AnyOf(terms=terms):
-            return any(_matches(term, resource_id, index) for term in terms)
-    raise TypeError(f"unknown condition {condition!r}")
+            return any(_matches(t, rid, index, last_updated) for t in terms)
+    raise TypeError(f"unknown condition {c!r}")
 
 
 def _text(value: object) -> str:
@@ -89,5 +341,5 @@ def _text(value: object) -> str:
     return value
 
 
-def _optional_text(value: object) -> str | None:
+def _optional(value: object) -> str | None:
     return None if value is None else _text(value)

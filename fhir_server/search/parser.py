@@ -1,8 +1,10 @@
 """Request parameters → the typed query tree, checked against the registry.
 
-Strict by default, as the spec recommends for servers: an unknown or unsupported parameter,
-modifier or value is a 400. With `Prefer: handling=lenient` such a parameter is dropped and
-reported back as a warning.
+Strict by default, as the spec recommends for servers: an unknown or unsupported parameter
+or modifier is a 400.  With `Prefer: handling=lenient` such a parameter is dropped and
+reported back as a warning.  A malformed value is always a 400.  Chains
+(`subject:Patient.name=x`) and reverse chains (`_has:Observation:subject:code=x`) nest the
+same parsing for the other resource type.
 """
 
 from __future__ import annotations
@@ -14,12 +16,44 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from fhir_server.errors import Issue, error
-from fhir_server.search.query import AnyOf, Condition, IdIn, SearchQuery, TokenMatch
-from fhir_server.search.registry import RESULT_PARAMS, search_params
+from fhir_server.errors import FhirError, Issue, error
+from fhir_server.resource_types import is_resource_type
+from fhir_server.search import values
+from fhir_server.search.query import (
+    AnyOf,
+    Chain,
+    Condition,
+    Has,
+    IdIn,
+    IndexKind,
+    LastUpdated,
+    Missing,
+    Not,
+    SearchQuery,
+    SortKey,
+)
+from fhir_server.search.registry import (
+    MODIFIERS,
+    RESULT_PARAMS,
+    UNSUPPORTED_MODIFIERS,
+    SearchParam,
+    search_params,
+)
 
 ID_PATTERN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 MAX_ALTERNATIVES = 1000
+MAX_CHAIN_DEPTH = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Include:
+    """`_include=Source:param[:Target]` or `_revinclude=…`, `:iterate` to follow further."""
+
+    reverse: bool
+    source: str
+    param: str  # "*": every reference parameter
+    target: str | None
+    iterate: bool
 
 
 @dataclass(slots=True)
@@ -28,6 +62,15 @@ class ParsedSearch:
     warnings: list[Issue] = field(default_factory=list)
     # The parameters that took effect, for the Bundle's self link.
     applied: list[tuple[str, str]] = field(default_factory=list)
+    includes: list[Include] = field(default_factory=list)
+
+
+class _Unsupported(FhirError):
+    """A parameter or modifier this server does not know: lenient handling may drop it."""
+
+
+def _unsupported(name: str, message: str) -> _Unsupported:
+    return _Unsupported(400, [Issue("error", "not-supported", message, (name,))])
 
 
 def parse_search(
@@ -38,91 +81,220 @@ def parse_search(
     max_count: int = 1000,
     lenient: bool = False,
 ) -> ParsedSearch:
-    known = search_params(resource_type)
     where: list[Condition] = []
     warnings: list[Issue] = []
     applied: list[tuple[str, str]] = []
-    count, after, total = default_count, None, True
+    count, after, total, sort, offset = default_count, None, True, (), 0
+    includes: list[Include] = []
     for name, value in pairs:
         if name in RESULT_PARAMS:
             if name == "_count":
                 count = _parse_count(value, max_count)
             elif name == "_cursor":
-                after = decode_cursor(value, "_cursor")
+                position = decode_cursor(value, "_cursor")
+                if isinstance(position, dict) and isinstance(position.get("offset"), int):
+                    offset = max(0, position["offset"])
+                elif isinstance(position, str):
+                    after = position
+                else:
+                    raise error(400, "invalid", "'_cursor' is not a paging position", "_cursor")
                 continue  # paging position is not part of the self link's criteria
             elif name == "_total":
                 total = _parse_total(value)
+            elif name == "_sort":
+                sort = parse_sort(resource_type, value)
+            elif name.startswith(("_include", "_revinclude")):
+                includes.append(parse_include(name, value))
             applied.append((name, value))
             continue
-        base, _, modifier = name.partition(":")
-        param = known.get(base)
-        problem = None
-        if param is None:
-            problem = f"Unknown search parameter '{base}' for resource type {resource_type}"
-        elif modifier:
-            problem = f"Modifier ':{modifier}' is not supported on parameter '{base}'"
-        if problem is not None:
+        try:
+            where.append(parse_condition(resource_type, name, value))
+        except _Unsupported as exc:
             if not lenient:
-                raise error(400, "not-supported", problem, name)
-            warnings.append(Issue("warning", "not-supported", problem + " (ignored)", (name,)))
+                raise
+            issue = exc.issues[0]
+            message = issue.diagnostics + " (ignored)"
+            warnings.append(Issue("warning", "not-supported", message, issue.expression))
             continue
-        where.append(_condition(base, value, param.type))
         applied.append((name, value))
-    query = SearchQuery(resource_type, tuple(where), count=count, after=after, total=total)
-    return ParsedSearch(query, warnings, applied)
+    query = SearchQuery(
+        resource_type,
+        tuple(where),
+        count=count,
+        after=after,
+        total=total,
+        sort=sort,
+        offset=offset,
+    )
+    return ParsedSearch(query, warnings, applied, includes)
+
+
+def parse_condition(resource_type: str, name: str, value: str, depth: int = 0) -> Condition:
+    """One `name=value` pair of a search on `resource_type`."""
+    if depth > MAX_CHAIN_DEPTH:
+        raise error(400, "too-costly", f"Chains deeper than {MAX_CHAIN_DEPTH} are refused", name)
+    if name.startswith("_has:"):
+        return _has(resource_type, name, value, depth)
+    head, dot, tail = name.partition(".")
+    if dot:
+        return _chain(resource_type, name, head, tail, value, depth)
+    base, _, modifier = name.partition(":")
+    param = search_params(resource_type).get(base)
+    if param is None:
+        raise _unsupported(name, f"Unknown search parameter '{base}' for {resource_type}")
+    if modifier == "missing":
+        if value not in ("true", "false"):
+            raise error(400, "invalid", f"'{name}' must be true or false", name)
+        return Missing(param.name, _kind(param), value == "true")
+    alternatives = values.alternatives(name, value, MAX_ALTERNATIVES)
+    if param.name == "_id":
+        return _ids(name, modifier, alternatives)
+    if param.name == "_lastUpdated":
+        _no_modifier(name, modifier)
+        found = [values.date(name, "_lastUpdated", a) for a in alternatives]
+        return _any([LastUpdated(d.prefix, d.low, d.high) for d in found])
+    return _typed(param, name, modifier, alternatives)
+
+
+def _typed(param: SearchParam, name: str, modifier: str, alternatives: list[str]) -> Condition:
+    kind = param.type
+    allowed = MODIFIERS[kind]
+    is_type_modifier = kind == "reference" and is_resource_type(modifier)
+    refused = modifier not in allowed or (kind, modifier) in UNSUPPORTED_MODIFIERS
+    if modifier and refused and not is_type_modifier:
+        raise _unsupported(name, f"Modifier ':{modifier}' is not supported on '{param.name}'")
+    code = param.name
+    if kind == "token":
+        if modifier == "text":
+            return _any([values.text(name, code, a) for a in alternatives])
+        terms = _any([values.token(name, code, a) for a in alternatives])
+        return Not(terms) if modifier == "not" else terms
+    if kind == "string":
+        return _any([values.string(name, code, a, modifier) for a in alternatives])
+    if kind == "date":
+        return _any([values.date(name, code, a) for a in alternatives])
+    if kind == "number":
+        return _any([values.number(name, code, a) for a in alternatives])
+    if kind == "quantity":
+        return _any([values.quantity(name, code, a) for a in alternatives])
+    if kind == "uri":
+        return _any([values.uri(name, code, a, modifier) for a in alternatives])
+    if modifier == "identifier":
+        return _any([values.token(name, f"{code}:identifier", a) for a in alternatives])
+    type_modifier = modifier if is_type_modifier else None
+    if type_modifier is not None and param.targets and type_modifier not in param.targets:
+        raise error(400, "invalid", f"'{param.name}' cannot refer to {type_modifier}", name)
+    return _any(
+        [values.reference(name, code, a, type_modifier, param.targets) for a in alternatives]
+    )
+
+
+def _any(terms: list[Condition]) -> Condition:
+    return terms[0] if len(terms) == 1 else AnyOf(tuple(terms))
+
+
+def _no_modifier(name: str, modifier: str) -> None:
+    if modifier:
+        raise _unsupported(name, f"Modifier ':{modifier}' is not supported on '{name}'")
+
+
+def _ids(name: str, modifier: str, alternatives: list[str]) -> Condition:
+    _no_modifier(name, modifier)
+    for alternative in alternatives:
+        if not alternative or len(alternative) > 64 or set(alternative) - ID_PATTERN_CHARS:
+            raise error(400, "invalid", f"'{alternative}' is not a valid resource id", name)
+    return IdIn(tuple(alternatives))
+
+
+def _kind(param: SearchParam) -> IndexKind:
+    if param.name == "_id":
+        raise error(400, "invalid", "_id:missing is always false", param.name)
+    return param.type  # type: ignore[return-value]
+
+
+def _reference_param(resource_type: str, code: str, name: str) -> SearchParam:
+    param = search_params(resource_type).get(code)
+    if param is None:
+        raise _unsupported(name, f"Unknown search parameter '{code}' for {resource_type}")
+    if param.type != "reference":
+        raise error(400, "invalid", f"'{code}' is not a reference parameter", name)
+    return param
+
+
+def _chain(
+    resource_type: str, name: str, head: str, tail: str, value: str, depth: int
+) -> Condition:
+    code, _, target = head.partition(":")
+    param = _reference_param(resource_type, code, name)
+    if not target:
+        # Every target type that knows the chained parameter, OR-ed (as HAPI does).
+        first = tail.split(".", 1)[0].split(":", 1)[0]
+        candidates = [
+            t
+            for t in param.targets
+            if is_resource_type(t) and (first == "_has" or first in search_params(t))
+        ]
+        if not candidates:
+            raise error(400, "invalid", f"No target of '{code}' has a parameter '{first}'", name)
+        chains = [
+            Chain(param.name, t, (parse_condition(t, tail, value, depth + 1),)) for t in candidates
+        ]
+        return _any(chains)  # type: ignore[arg-type]
+    if not is_resource_type(target) or (param.targets and target not in param.targets):
+        raise error(400, "invalid", f"'{code}' cannot refer to {target}", name)
+    inner = parse_condition(target, tail, value, depth + 1)
+    return Chain(param.name, target, (inner,))
+
+
+def _has(resource_type: str, name: str, value: str, depth: int) -> Condition:
+    parts = name.split(":", 3)
+    if len(parts) != 4 or not all(parts[1:]):
+        raise error(400, "invalid", "_has needs _has:Type:reference:parameter", name)
+    _, source, code, inner_name = parts
+    if not is_resource_type(source):
+        raise error(400, "invalid", f"'{source}' is not a resource type", name)
+    param = _reference_param(source, code, name)
+    if param.targets and resource_type not in param.targets:
+        raise error(400, "invalid", f"{source}.{code} cannot refer to {resource_type}", name)
+    inner = parse_condition(source, inner_name, value, depth + 1)
+    return Has(source, param.name, (inner,))
+
+
+def parse_include(name: str, value: str) -> Include:
+    parts = value.split(":")
+    if len(parts) not in (2, 3) or not is_resource_type(parts[0]):
+        raise error(400, "invalid", f"{name} needs Type:parameter[:TargetType]", name)
+    source, code = parts[0], parts[1]
+    target = parts[2] if len(parts) == 3 else None
+    if target is not None and not is_resource_type(target):
+        raise error(400, "invalid", f"'{target}' is not a resource type", name)
+    if code != "*":
+        _reference_param(source, code, name)
+    reverse = name.startswith("_revinclude")
+    return Include(reverse, source, code, target, name.endswith(":iterate"))
+
+
+def parse_sort(resource_type: str, value: str) -> tuple[SortKey, ...]:
+    keys: list[SortKey] = []
+    for item in value.split(","):
+        descending = item.startswith("-")
+        code = item.removeprefix("-")
+        if code == "_id":
+            keys.append(SortKey("_id", "id", descending))
+            continue
+        if code == "_lastUpdated":
+            keys.append(SortKey("_lastUpdated", "lastUpdated", descending))
+            continue
+        param = search_params(resource_type).get(code)
+        if param is None:
+            raise _unsupported("_sort", f"Cannot sort {resource_type} by unknown '{code}'")
+        keys.append(SortKey(param.name, param.type, descending))  # type: ignore[arg-type]
+    return tuple(keys)
 
 
 def criteria_key(query: SearchQuery) -> str:
     """A canonical text of a query's criteria: equal criteria give equal keys."""
     return query.type + "?" + orjson.dumps(sorted(map(repr, query.where))).decode()
-
-
-def _condition(name: str, value: str, param_type: str) -> Condition:
-    alternatives = split_escaped(value, ",")
-    if len(alternatives) > MAX_ALTERNATIVES:
-        raise error(
-            400, "too-costly", f"More than {MAX_ALTERNATIVES} alternatives in '{name}'", name
-        )
-    if name == "_id":
-        for alternative in alternatives:
-            if not alternative or len(alternative) > 64 or set(alternative) - ID_PATTERN_CHARS:
-                raise error(400, "invalid", f"'{alternative}' is not a valid resource id", name)
-        return IdIn(tuple(alternatives))
-    if param_type == "uri":  # exact match on the whole URI; stored as a system-less token
-        terms = tuple(TokenMatch(name, None, a) for a in alternatives if a) or (_token(name, ""),)
-    else:
-        terms = tuple(_token(name, alternative) for alternative in alternatives)
-    return terms[0] if len(terms) == 1 else AnyOf(terms)
-
-
-def _token(name: str, value: str) -> TokenMatch:
-    parts = split_escaped(value, "|")
-    if len(parts) == 1:
-        code = parts[0]
-        if not code:
-            raise error(400, "invalid", f"Empty value for search parameter '{name}'", name)
-        return TokenMatch(name, None, code)
-    if len(parts) != 2 or (not parts[0] and not parts[1]):
-        raise error(400, "invalid", f"'{value}' is not a valid token (system|code)", name)
-    system, code = parts
-    return TokenMatch(name, system, code or None)
-
-
-def split_escaped(value: str, separator: str) -> list[str]:
-    r"""Split on `separator` unless escaped with a backslash; `\,` `\|` `\$` `\\` unescape."""
-    parts: list[str] = []
-    current: list[str] = []
-    chars = iter(value)
-    for char in chars:
-        if char == "\\":
-            current.append(next(chars, "\\"))
-        elif char == separator:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts
 
 
 def _parse_count(value: str, max_count: int) -> int:

@@ -1,12 +1,24 @@
 """The typed query tree: what a search means, with no knowledge of any engine.
 
-The parser builds it from request parameters; `sql.py` and `mongo.py` compile it. User text
-only ever appears here as values, never as field names or operators.
+The parser builds it from request parameters; `sql.py` and `mongo.py` compile it, and
+`evaluate.py` is the same semantics in Python (for a unit of work's uncommitted writes and as
+the reference the engines are tested against).  User text only ever appears here as values,
+never as field names or operators.
+
+Ranges: dates are fixed-width UTC texts, numbers floats.  A prefix compares the search
+value's range [low, high] with a stored range [lo, hi] as the FHIR R4 search page says:
+eq: low <= lo and hi <= high; ne: not eq; gt: hi > high; lt: lo < low; ge: gt or eq;
+le: lt or eq; sa: lo > high; eb: hi < low; ap: the ranges overlap once the search range is
+widened by 10 % of the value (a day for dates).  A resource matches if one of its values does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+Prefix = Literal["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]
+PREFIXES: tuple[Prefix, ...] = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +26,15 @@ class IdIn:
     """`_id=a,b`: the resource's logical id is one of these."""
 
     ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LastUpdated:
+    """`_lastUpdated`: the current version's instant against a range (prefix semantics)."""
+
+    prefix: Prefix
+    low: str
+    high: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,22 +51,148 @@ class TokenMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class TextMatch:
+    """`:text` on a token: the folded display/text starts with `value` (already folded)."""
+
+    param: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class StringMatch:
+    """A string: `start` (default: folded prefix), `exact` (as written), `contains` (folded)."""
+
+    param: str
+    value: str
+    mode: Literal["start", "exact", "contains"]
+
+
+@dataclass(frozen=True, slots=True)
+class DateMatch:
+    param: str
+    prefix: Prefix
+    low: str
+    high: str
+
+
+@dataclass(frozen=True, slots=True)
+class NumberMatch:
+    param: str
+    prefix: Prefix
+    low: float
+    high: float
+
+
+@dataclass(frozen=True, slots=True)
+class QuantityMatch:
+    """A quantity: the number semantics plus system and code (code may match the unit)."""
+
+    param: str
+    prefix: Prefix
+    low: float
+    high: float
+    system: str | None
+    code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceMatch:
+    """A reference: a local target (type may be None: any allowed type) or a url."""
+
+    param: str
+    type: str | None
+    id: str | None
+    url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UriMatch:
+    """A uri: exact, or `above` (stored is a prefix of value) / `below` (value a prefix)."""
+
+    param: str
+    value: str
+    mode: Literal["exact", "above", "below"]
+
+
+IndexKind = Literal["token", "string", "date", "number", "quantity", "reference", "uri"]
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """`:missing=true|false`: whether the resource has no value for `param` at all."""
+
+    param: str
+    kind: IndexKind
+    missing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    """`:not` (and `ne`): no value of the parameter matches; resources without one match."""
+
+    term: Condition
+
+
+@dataclass(frozen=True, slots=True)
 class AnyOf:
     """Comma-separated alternatives of one parameter: at least one must match."""
 
-    terms: tuple[IdIn | TokenMatch, ...]
+    terms: tuple[Condition, ...]
 
 
-Condition = IdIn | TokenMatch | AnyOf
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """`subject:Patient.name=x`: `param` references a `target` resource matching `where`."""
+
+    param: str
+    target: str
+    where: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Has:
+    """`_has:Observation:subject:code=x`: a `source` resource whose `param` points here matches."""
+
+    source: str
+    param: str
+    where: tuple[Condition, ...]
+
+
+Condition = (
+    IdIn
+    | LastUpdated
+    | TokenMatch
+    | TextMatch
+    | StringMatch
+    | DateMatch
+    | NumberMatch
+    | QuantityMatch
+    | ReferenceMatch
+    | UriMatch
+    | Missing
+    | Not
+    | AnyOf
+    | Chain
+    | Has
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    """`_sort`: a parameter (or `_id`, `_lastUpdated`), descending if written `-name`."""
+
+    param: str
+    kind: IndexKind | Literal["id", "lastUpdated"]
+    descending: bool
 
 
 @dataclass(frozen=True, slots=True)
 class SearchQuery:
     """A search over the current versions of one resource type.
 
-    `where` is a conjunction (parameters repeated or combined with `&`). Results are ordered by
-    id; `after` is the keyset position of the previous page, so paging stays stable while data
-    changes.
+    `where` is a conjunction (parameters repeated or combined with `&`).  Without `sort`,
+    results are ordered by id and `after` is the last id of the previous page (keyset paging,
+    stable while data changes); with `sort`, `offset` pages through the sorted result.
     """
 
     type: str
@@ -53,3 +200,5 @@ class SearchQuery:
     count: int = 20
     after: str | None = None
     total: bool = True
+    sort: tuple[SortKey, ...] = ()
+    offset: int = 0

@@ -1,17 +1,37 @@
 """Which search parameters exist for which resource type.
 
-This stage registers `_id` and `identifier` (what conditional interactions and clients need
-first); the search issue replaces the hand list with all R4 SearchParameters generated from
-the official definitions. The parser, the indexer and the CapabilityStatement all read this
-one registry, so what is advertised is exactly what works.
+Built from the 1,400 R4 SearchParameters generated from the official definitions (plus custom
+ones from `profiles/`, registered at start-up).  The parser, the indexer and the
+CapabilityStatement all read this one registry, so what is advertised is exactly what works:
+parameter types the engine does not support yet (composite, special) are left out, so a
+request using one is refused as unknown rather than silently ignored.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
-from fhir_server.resource_types import element_type, has_element
+from fhir_server.resource_types import resource_types
+from fhir_server.validation.definitions import search_parameters
+
+SUPPORTED_TYPES = frozenset({"token", "string", "date", "number", "quantity", "reference", "uri"})
+MODIFIERS: dict[str, frozenset[str]] = {
+    "token": frozenset({"missing", "not", "text", "in", "not-in", "above", "below"}),
+    "string": frozenset({"missing", "exact", "contains"}),
+    "date": frozenset({"missing"}),
+    "number": frozenset({"missing"}),
+    "quantity": frozenset({"missing"}),
+    "reference": frozenset({"missing", "identifier"}),  # plus :[type]
+    "uri": frozenset({"missing", "above", "below"}),
+}
+# Token modifiers that need terminology expansion (:in, :not-in) or hierarchies (:above,
+# :below on codes) are refused until the terminology service exists.
+UNSUPPORTED_MODIFIERS = frozenset(
+    {("token", "in"), ("token", "not-in"), ("token", "above"), ("token", "below")}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,25 +39,63 @@ class SearchParam:
     name: str
     type: str  # FHIR search param type: token, string, date, reference, ...
     documentation: str
-    element: str | None = None  # top-level element the indexer reads; None: a column
+    expression: str | None = None
+    targets: tuple[str, ...] = ()
+    url: str | None = None
+    definition: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
-ID = SearchParam("_id", "token", "Logical id of the resource")
-IDENTIFIER = SearchParam(
-    "identifier", "token", "A business identifier (system|value)", "identifier"
-)
-
-URL = SearchParam("url", "uri", "The canonical URL of a conformance resource", "url")
+ID = SearchParam("_id", "token", "Logical id of the resource", url=None)
+LAST_UPDATED = SearchParam("_lastUpdated", "date", "When the current version was stored")
+SPECIAL = {ID.name: ID, LAST_UPDATED.name: LAST_UPDATED}
 
 # Result parameters: they shape the response rather than select resources.
-RESULT_PARAMS = frozenset({"_count", "_cursor", "_total", "_format", "_pretty"})
+RESULT_PARAMS = frozenset(
+    {
+        "_count", "_cursor", "_total", "_format", "_pretty", "_sort", "_summary", "_elements",
+        "_include", "_revinclude", "_include:iterate", "_revinclude:iterate",
+    }
+)  # fmt: skip
+
+_custom: dict[str, dict[str, Any]] = {}
+
+
+def use_custom(params: Iterable[dict[str, Any]]) -> None:
+    """The SearchParameters from `profiles/`, by url (set at start-up, before any search)."""
+    wanted = {p["url"]: p for p in params}
+    if wanted != _custom:
+        _custom.clear()
+        _custom.update(wanted)
+        search_params.cache_clear()
+        all_params.cache_clear()
+
+
+@cache
+def all_params() -> dict[str, dict[str, SearchParam]]:
+    """Resource type -> parameter code -> parameter, for every supported parameter."""
+    out: dict[str, dict[str, SearchParam]] = {t: dict(SPECIAL) for t in resource_types()}
+    for sp in [*search_parameters(), *_custom.values()]:
+        if sp.get("type") not in SUPPORTED_TYPES or sp["code"] in SPECIAL:
+            continue
+        if sp.get("url", "").rsplit("/", 1)[-1].startswith("example"):
+            continue  # the specification's example SearchParameters are not real parameters
+        param = SearchParam(
+            name=sp["code"],
+            type=sp["type"],
+            documentation=sp.get("description") or f"FHIRPath: {sp.get('expression', '')}",
+            expression=sp.get("expression"),
+            targets=tuple(sp.get("target", ())),
+            url=sp.get("url"),
+            definition=sp,
+        )
+        for base in sp.get("base", ()):
+            bases = resource_types() if base in ("Resource", "DomainResource") else {base}
+            for type_name in bases:
+                if type_name in out:
+                    out[type_name].setdefault(param.name, param)
+    return out
 
 
 @cache
 def search_params(resource_type: str) -> dict[str, SearchParam]:
-    params = {ID.name: ID}
-    if has_element(resource_type, "identifier"):
-        params[IDENTIFIER.name] = IDENTIFIER
-    if element_type(resource_type, "url") == ("uri",):
-        params[URL.name] = URL
-    return params
+    return all_params().get(resource_type, dict(SPECIAL))

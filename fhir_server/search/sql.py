@@ -1,8 +1,9 @@
 """Compile the query tree to SQLite SQL with bound parameters.
 
-Only fixed SQL text comes from here; every user value travels as a parameter. The resource row
-is aliased `r`; index tables are looked up through `r.id IN (subquery)` so SQLite uses the
-(type, param, code, system) index.
+Only fixed SQL text comes from here; every user value travels as a parameter.  Each condition
+is a predicate on one `resources` row alias; index tables are looked up through
+`alias.id IN (subquery)` where the subquery names the resource type as a bound value, so it is
+not correlated: SQLite computes it once, using the (type, param, value…) indexes.
 """
 
 from __future__ import annotations
@@ -12,39 +13,207 @@ from typing import Any
 
 import orjson
 
-from fhir_server.search.query import AnyOf, Condition, IdIn, TokenMatch
+from fhir_server.search.query import (
+    AnyOf,
+    Chain,
+    Condition,
+    DateMatch,
+    Has,
+    IdIn,
+    LastUpdated,
+    Missing,
+    Not,
+    NumberMatch,
+    QuantityMatch,
+    ReferenceMatch,
+    SortKey,
+    StringMatch,
+    TextMatch,
+    TokenMatch,
+    UriMatch,
+)
+from fhir_server.search.ranges import range_terms
+
+TABLES = {
+    "token": "idx_token",
+    "text": "idx_text",
+    "string": "idx_string",
+    "date": "idx_date",
+    "number": "idx_number",
+    "quantity": "idx_quantity",
+    "reference": "idx_reference",
+    "uri": "idx_uri",
+}
+_TOP = "\U0010ffff"  # sorts after every other character: `prefix <= v < prefix + _TOP`
+
+SQL = tuple[str, list[Any]]
 
 
-def compile_where(conditions: Iterable[Condition]) -> tuple[str, list[Any]]:
-    """AND of all conditions; returns ('' , []) when there are none."""
+def compile_where(conditions: Iterable[Condition], type: str, alias: str = "r") -> SQL:
+    """AND of all conditions on `alias` (a `resources` row of `type`); ('', []) if none."""
     parts: list[str] = []
     params: list[Any] = []
     for condition in conditions:
-        sql, values = _compile(condition)
+        sql, values = _compile(condition, type, alias)
         parts.append(sql)
         params.extend(values)
     return " AND ".join(parts), params
 
 
-def _compile(condition: Condition) -> tuple[str, list[Any]]:
+def _owner(alias: str, table: str, type: str, param: str, predicate: str, values: list[Any]) -> SQL:
+    sql = f"{alias}.id IN (SELECT x.id FROM {table} x WHERE x.type = ? AND x.param = ?"
+    if predicate:
+        sql += f" AND {predicate}"
+    return sql + ")", [type, param, *values]
+
+
+def _ranges(prefix: Any, low: Any, high: Any, lo: str = "x.lo", hi: str = "x.hi") -> SQL:
+    columns = {"lo": lo, "hi": hi}
+    alternatives, values = [], []
+    for alternative in range_terms(prefix, low, high):
+        alternatives.append(" AND ".join(f"{columns[f]} {op} ?" for f, op, _ in alternative))
+        values.extend(v for _, _, v in alternative)
+    return "(" + " OR ".join(f"({a})" for a in alternatives) + ")", values
+
+
+def _compile(condition: Condition, type: str, a: str) -> SQL:
     match condition:
         case IdIn(ids=ids):
             # One JSON parameter, however many ids: no SQL variable limit to hit.
-            return "r.id IN (SELECT value FROM json_each(?))", [orjson.dumps(list(ids)).decode()]
+            return f"{a}.id IN (SELECT value FROM json_each(?))", [orjson.dumps(list(ids)).decode()]
+        case LastUpdated(prefix=prefix, low=low, high=high):
+            column = (
+                f"(SELECT h2.last_updated FROM history h2 WHERE h2.type = {a}.type "
+                f"AND h2.id = {a}.id AND h2.version = {a}.version)"
+            )
+            return _ranges(prefix, low, high, column, column)
         case TokenMatch(param=param, system=system, code=code):
-            sql = "r.id IN (SELECT t.id FROM idx_token t WHERE t.type = r.type AND t.param = ?"
-            params: list[Any] = [param]
+            predicate, values = [], []
             if code is not None:
-                sql += " AND t.code = ?"
-                params.append(code)
+                predicate.append("x.code = ?")
+                values.append(code)
             if system == "":
-                sql += " AND t.system IS NULL"
+                predicate.append("x.system IS NULL")
             elif system is not None:
-                sql += " AND t.system = ?"
-                params.append(system)
-            return sql + ")", params
+                predicate.append("x.system = ?")
+                values.append(system)
+            return _owner(a, "idx_token", type, param, " AND ".join(predicate), values)
+        case TextMatch(param=param, value=value):
+            return _owner(
+                a, "idx_text", type, param, "x.value >= ? AND x.value < ?", [value, value + _TOP]
+            )
+        case StringMatch(param=param, value=value, mode=mode):
+            if mode == "exact":
+                return _owner(a, "idx_string", type, param, "x.exact = ?", [value])
+            if mode == "contains":
+                return _owner(a, "idx_string", type, param, "instr(x.value, ?) > 0", [value])
+            return _owner(
+                a, "idx_string", type, param, "x.value >= ? AND x.value < ?", [value, value + _TOP]
+            )
+        case DateMatch(param=param, prefix=prefix, low=low, high=high):
+            return _owner(a, "idx_date", type, param, *_ranges(prefix, low, high))
+        case NumberMatch(param=param, prefix=prefix, low=low, high=high):
+            return _owner(a, "idx_number", type, param, *_ranges(prefix, low, high))
+        case QuantityMatch(param=param, prefix=prefix, low=low, high=high, system=s, code=c):
+            predicate, values = _ranges(prefix, low, high)
+            if s is not None:
+                predicate += " AND x.system = ?"
+                values.append(s)
+            if c is not None and s is not None:
+                predicate += " AND x.code = ?"
+                values.append(c)
+            elif c is not None:  # no system: the code may be the unit as written
+                predicate += " AND (x.code = ? OR x.unit = ?)"
+                values.extend([c, c])
+            return _owner(a, "idx_quantity", type, param, predicate, values)
+        case ReferenceMatch(param=param, type=target, id=id, url=url):
+            local, values = [], []
+            if id is not None:
+                local.append("x.target_id = ?")
+                values.append(id)
+                if target is not None:
+                    local.append("x.target_type = ?")
+                    values.append(target)
+            predicate = " AND ".join(local)
+            if url is not None:
+                predicate = f"(({predicate}) OR x.url = ?)" if predicate else "x.url = ?"
+                values.append(url)
+            return _owner(a, "idx_reference", type, param, predicate, values)
+        case UriMatch(param=param, value=value, mode=mode):
+            if mode == "above":  # the stored uri is a prefix of the value
+                return _owner(
+                    a, "idx_uri", type, param, "substr(?, 1, length(x.value)) = x.value", [value]
+                )
+            if mode == "below":
+                return _owner(
+                    a, "idx_uri", type, param, "x.value >= ? AND x.value < ?", [value, value + _TOP]
+                )
+            return _owner(a, "idx_uri", type, param, "x.value = ?", [value])
+        case Missing(param=param, kind=kind, missing=missing):
+            sql, values = _owner(a, TABLES[kind], type, param, "", [])
+            return (f"NOT ({sql})" if missing else sql), values
+        case Not(term=term):
+            sql, values = _compile(term, type, a)
+            return f"NOT ({sql})", values
         case AnyOf(terms=terms):
-            compiled = [_compile(term) for term in terms]
+            compiled = [_compile(term, type, a) for term in terms]
             sql = "(" + " OR ".join(part for part, _ in compiled) + ")"
             return sql, [value for _, values in compiled for value in values]
+        case Chain(param=param, target=target, where=where):
+            inner = a + "c"
+            sql, values = compile_where(where, target, inner)
+            return (
+                f"{a}.id IN (SELECT x.id FROM idx_reference x WHERE x.type = ? AND x.param = ? "
+                f"AND x.target_type = ? AND x.target_id IN (SELECT {inner}.id FROM resources "
+                f"{inner} WHERE {inner}.type = ? AND {inner}.deleted = 0 AND {sql}))",
+                [type, param, target, target, *values],
+            )
+        case Has(source=source, param=param, where=where):
+            inner = a + "h"
+            sql, values = compile_where(where, source, inner)
+            return (
+                f"{a}.id IN (SELECT x.target_id FROM idx_reference x WHERE x.type = ? AND "
+                f"x.param = ? AND x.target_type = ? AND x.id IN (SELECT {inner}.id FROM "
+                f"resources {inner} WHERE {inner}.type = ? AND {inner}.deleted = 0 AND {sql}))",
+                [source, param, type, source, *values],
+            )
     raise TypeError(f"unknown condition {condition!r}")
+
+
+_SORT_VALUE = {
+    "token": ("idx_token", "x.code", "x.code"),
+    "string": ("idx_string", "x.value", "x.value"),
+    "date": ("idx_date", "x.lo", "x.hi"),
+    "number": ("idx_number", "x.lo", "x.hi"),
+    "quantity": ("idx_quantity", "x.lo", "x.hi"),
+    "reference": ("idx_reference", "coalesce(x.target_id, x.url)", "coalesce(x.target_id, x.url)"),
+    "uri": ("idx_uri", "x.value", "x.value"),
+}
+
+
+def compile_order(keys: Iterable[SortKey], type: str, a: str = "r") -> SQL:
+    """ORDER BY for `_sort`: a resource sorts by its lowest value ascending, highest
+    descending (the spec's rule for repeating elements); a resource without one sorts as the
+    lowest value, as MongoDB orders a missing field; the id breaks ties."""
+    parts: list[str] = []
+    values: list[Any] = []
+    for key in keys:
+        direction = "DESC" if key.descending else "ASC"
+        if key.kind == "id":
+            parts.append(f"{a}.id {direction}")
+            continue
+        if key.kind == "lastUpdated":
+            parts.append(
+                f"(SELECT h2.last_updated FROM history h2 WHERE h2.type = {a}.type AND "
+                f"h2.id = {a}.id AND h2.version = {a}.version) {direction}"
+            )
+            continue
+        table, low, high = _SORT_VALUE[key.kind]
+        value = f"max({high})" if key.descending else f"min({low})"
+        parts.append(
+            f"(SELECT {value} FROM {table} x WHERE x.type = ? AND x.id = {a}.id AND "
+            f"x.param = ?) {direction}"
+        )
+        values.extend([type, key.param])
+    parts.append(f"{a}.id ASC")
+    return ", ".join(parts), values

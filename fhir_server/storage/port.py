@@ -40,16 +40,100 @@ class ResourceVersion:
         return self.json is None
 
 
+# Search values, precomputed on write and stored with the current version (one row or
+# embedded entry each).  `fhir_server.search.extract` produces them; the engines store and
+# match them; nothing else looks inside a resource's JSON to search.
+
+
 @dataclass(frozen=True, slots=True)
 class TokenIndex:
-    """A precomputed token search value (system|code), stored with the current version."""
+    """A token: `system|code` (Coding, Identifier, ContactPoint, code, boolean, id...)."""
 
     param: str
     system: str | None
     code: str | None
 
 
-IndexEntry = TokenIndex  # the search issue adds string, date, number, quantity, reference, uri
+@dataclass(frozen=True, slots=True)
+class TextIndex:
+    """Text behind a token for `:text` (CodeableConcept.text, Coding.display), normalised."""
+
+    param: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class StringIndex:
+    """A string: `value` normalised (case and accents folded) and `exact` as written."""
+
+    param: str
+    value: str
+    exact: str
+
+
+@dataclass(frozen=True, slots=True)
+class DateIndex:
+    """A date/dateTime/instant/Period as the instant range it covers, in UTC.
+
+    `low`/`high` are fixed-width ISO texts (`2026-03-01T00:00:00.000000Z`), so they compare
+    correctly as strings on both engines; an open Period end is `9999-…`, an open start `0001-…`.
+    """
+
+    param: str
+    low: str
+    high: str
+
+
+@dataclass(frozen=True, slots=True)
+class NumberIndex:
+    """A number (or a Quantity's value) as the range its precision implies: 100 -> [99.5, 100.5]."""
+
+    param: str
+    low: float
+    high: float
+
+
+@dataclass(frozen=True, slots=True)
+class QuantityIndex:
+    """A Quantity: value range plus system, code and unit (each may be None)."""
+
+    param: str
+    low: float
+    high: float
+    system: str | None
+    code: str | None
+    unit: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceIndex:
+    """A reference: local target (type, id, version) or, for others, the absolute/canonical url."""
+
+    param: str
+    type: str | None
+    id: str | None
+    version: str | None
+    url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UriIndex:
+    """A uri/url/canonical value as written (`:above`/`:below` compare prefixes)."""
+
+    param: str
+    value: str
+
+
+IndexEntry = (
+    TokenIndex
+    | TextIndex
+    | StringIndex
+    | DateIndex
+    | NumberIndex
+    | QuantityIndex
+    | ReferenceIndex
+    | UriIndex
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +212,15 @@ class UnitOfWork(Protocol):
 
         Raises VersionConflict when (type, id, version) exists already.
         """
+
+    async def reindex(self, type: str, id: str, index: Sequence[IndexEntry]) -> None:
+        """Replace the search values of the current version without a new version (used
+        when the server learns new search parameters)."""
+
+    async def meta(self, key: str) -> str | None:
+        """A stored fact about the data (e.g. which search index version it carries)."""
+
+    async def set_meta(self, key: str, value: str) -> None: ...
 
 
 class Storage(Protocol):

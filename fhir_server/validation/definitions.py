@@ -28,6 +28,7 @@ class ElementDef:
     nested: bool
     ref: str | None
     targets: tuple[str, ...] = ()  # allowed Reference target types; () means any
+    summary: bool = False  # part of `_summary=true`
 
     @property
     def name(self) -> str:
@@ -87,6 +88,7 @@ def _element_def(path: str, e: dict[str, Any]) -> ElementDef:
         nested=bool(e.get("nested", False)),
         ref=e.get("ref"),
         targets=tuple(e.get("targets", ())),
+        summary=bool(e.get("summary", False)),
     )
 
 

@@ -373,7 +373,7 @@ async def test_access_filter_hides_types(mongo: MongoStorage, now: Iterator[str]
 
 # --- compiler ---------------------------------------------------------------------------------
 
-FIXED_KEYS = {"$and", "$or", "$in", "$elemMatch", "id", "idx", "p", "s", "c"}
+FIXED_KEYS = {"$and", "$or", "$in", "$elemMatch", "id", "idx", "k", "p", "s", "c"}
 HOSTILE = ['{"$where": "1"}', "$gt", "$where", "$ne", "a.b", "$or", "", "{}"]
 
 
@@ -409,9 +409,9 @@ def test_compiler_shapes() -> None:
         "$and": [
             {
                 "$or": [
-                    {"idx": {"$elemMatch": {"p": "code", "c": "x"}}},
-                    {"idx": {"$elemMatch": {"p": "code", "s": None, "c": "x"}}},
-                    {"idx": {"$elemMatch": {"p": "code", "s": "urn:s"}}},
+                    {"idx": {"$elemMatch": {"k": "t", "p": "code", "c": "x"}}},
+                    {"idx": {"$elemMatch": {"k": "t", "p": "code", "s": None, "c": "x"}}},
+                    {"idx": {"$elemMatch": {"k": "t", "p": "code", "s": "urn:s"}}},
                 ]
             }
         ]

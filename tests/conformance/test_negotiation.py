@@ -99,7 +99,10 @@ async def test_capability_statement_states_what_is_served(client: httpx.AsyncCli
     }
     assert patient_caps["conditionalCreate"] is True
     assert patient_caps["conditionalDelete"] == "single"
-    assert {p["name"] for p in patient_caps["searchParam"]} == {"identifier"}
+    names = {p["name"] for p in patient_caps["searchParam"]}
+    assert {"identifier", "name", "family", "gender", "birthdate", "address-city"} <= names
+    common = {p["name"] for p in rest["searchParam"]}
+    assert {"_id", "_lastUpdated", "_tag", "_profile", "_security", "_source"} <= common
     assert "patch" not in codes  # PATCH is not served yet, so it is not claimed
 
 

@@ -13,12 +13,13 @@ from typing import Any
 
 from bson import Binary
 
-from fhir_server.search.mongo import index_document
+from fhir_server.search.mongo import index_document, sort_keys
 from fhir_server.storage.port import IndexEntry, ResourceVersion
 
 RESOURCES = "resources"
 HISTORY = "history"
 LOCKS = "locks"
+META = "meta"  # small key/value facts about the stored data, e.g. the index version
 
 # Everything a ResourceVersion needs; leaves out `idx`, which can be large.
 VERSION_FIELDS: dict[str, int] = {
@@ -47,6 +48,21 @@ INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
         {"name": "type_idx_system"},
     ),
     (RESOURCES, [("type", 1), ("idx.p", 1), ("idx.c", 1)], {"name": "type_idx_code"}),
+    # strings, text, uris (`v`); ranges of dates, numbers, quantities (`lo`, `hi`);
+    # references by target (`t`, `i`) and by url (`u`).
+    (RESOURCES, [("type", 1), ("idx.p", 1), ("idx.v", 1)], {"name": "type_idx_value"}),
+    (
+        RESOURCES,
+        [("type", 1), ("idx.p", 1), ("idx.lo", 1), ("idx.hi", 1)],
+        {"name": "type_idx_range"},
+    ),
+    (
+        RESOURCES,
+        [("type", 1), ("idx.p", 1), ("idx.i", 1), ("idx.t", 1)],
+        {"name": "type_idx_target"},
+    ),
+    (RESOURCES, [("idx.i", 1), ("idx.t", 1), ("type", 1)], {"name": "idx_referrers"}),
+    (RESOURCES, [("type", 1), ("idx.p", 1), ("idx.u", 1)], {"name": "type_idx_url"}),
     (HISTORY, HISTORY_SORT, {"name": "time_type_id_version"}),
     (HISTORY, [("type", 1), ("last_updated", -1)], {"name": "type_time"}),
     (HISTORY, [("type", 1), ("id", 1), ("version", -1)], {"name": "type_id_version"}),
@@ -82,6 +98,7 @@ def current_document(version: ResourceVersion, index: Sequence[IndexEntry]) -> d
     document = history_document(version)
     document["_id"] = resource_key(version.type, version.id)
     document["idx"] = [] if version.deleted else index_documents(index)
+    document["sort"] = sort_keys(document["idx"])
     return document
 
 

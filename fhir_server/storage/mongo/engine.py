@@ -33,7 +33,7 @@ from typing import Any
 
 from pymongo.errors import OperationFailure
 
-from fhir_server.search.mongo import compile_where
+from fhir_server.search.mongo import compile_where, resolve
 from fhir_server.search.query import SearchQuery
 from fhir_server.storage.mongo.documents import (
     HISTORY,
@@ -189,18 +189,52 @@ class MongoStorage:
     async def search(self, query: SearchQuery, access: AccessFilter) -> Page:
         if not access.allows(query.type):
             return Page(items=[], total=0 if query.total else None)
-        filter_: dict[str, Any] = {
-            "type": query.type,
-            "deleted": False,
-            **compile_where(query.where),
-        }
+        filter_ = await self.search_filter(query)
         total = await self.resources_col.count_documents(filter_) if query.total else None
-        if query.after is not None:
+        if query.after is not None and not query.sort:
             filter_["id"] = {"$gt": query.after}
-        cursor = self.resources_col.find(filter_, VERSION_FIELDS).sort([("id", 1)])
+        cursor = self.resources_col.find(filter_, VERSION_FIELDS).sort(_sort(query))
+        if query.sort and query.offset:
+            cursor = cursor.skip(query.offset)
         documents = await cursor.limit(query.count + 1).to_list(None)
         items = [to_version(d) for d in documents[: query.count]]
         return Page(items=items, total=total, has_more=len(documents) > query.count)
+
+    async def search_filter(self, query: SearchQuery) -> dict[str, Any]:
+        """The filter of a search, chains resolved to ids first."""
+        where = await resolve(query.where, query.type, self._find_ids, self._find_referrers)
+        return {"type": query.type, "deleted": False, **compile_where(where)}
+
+    async def _find_ids(self, type: str, filter_: dict[str, Any]) -> list[str]:
+        cursor = self.resources_col.find({"type": type, "deleted": False, **filter_}, {"id": 1})
+        return [d["id"] async for d in cursor]
+
+    async def _find_referrers(
+        self, source: str, filter_: dict[str, Any], param: str, target: str
+    ) -> list[str]:
+        found = {"type": source, "deleted": False, **filter_}
+        ids: list[str] = []
+        async for d in self.resources_col.find(found, {"idx": 1}):
+            ids.extend(
+                e["i"]
+                for e in d.get("idx", [])
+                if e.get("k") == "r" and e.get("p") == param and e.get("t") == target and e.get("i")
+            )
+        return ids
+
+
+def _sort(query: SearchQuery) -> list[tuple[str, int]]:
+    """`_sort` keys over the precomputed per-parameter min/max (`sort` field), then id."""
+    keys: list[tuple[str, int]] = []
+    for key in query.sort:
+        direction = -1 if key.descending else 1
+        if key.kind == "id":
+            keys.append(("id", direction))
+        elif key.kind == "lastUpdated":
+            keys.append(("last_updated", direction))
+        else:
+            keys.append((f"sort.{key.param}.{'max' if key.descending else 'min'}", direction))
+    return [*keys, ("id", 1)]
 
 
 def _after_cursor(c: HistoryCursor) -> dict[str, Any]:

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import DuplicateKeyError
 
-from fhir_server.search.mongo import compile_where, matches
+from fhir_server.search.mongo import compile_where, matches, resolve, sort_keys
 from fhir_server.search.query import SearchQuery
 from fhir_server.storage.mongo.documents import (
+    META,
     VERSION_FIELDS,
     current_document,
     history_document,
@@ -89,7 +90,8 @@ class MongoUnitOfWork:
             return []
         storage = self._storage
         found: dict[str, ResourceVersion] = {}
-        filter_ = {"type": query.type, "deleted": False, **compile_where(query.where)}
+        where = await resolve(query.where, query.type, storage._find_ids, storage._find_referrers)
+        filter_ = {"type": query.type, "deleted": False, **compile_where(where)}
         async for document in storage.resources_col.find(filter_, VERSION_FIELDS):
             found[document["_id"]] = to_version(document)
         for key, write in self._latest.items():
@@ -97,7 +99,8 @@ class MongoUnitOfWork:
             if version.type != query.type:
                 continue
             found.pop(key, None)
-            if not version.deleted and matches(query.where, version.id, write.index_docs):
+            docs = write.index_docs
+            if not version.deleted and matches(where, version.id, docs, version.last_updated):
                 found[key] = version
         return sorted(found.values(), key=lambda v: v.id)
 
@@ -115,6 +118,20 @@ class MongoUnitOfWork:
         write = _Write(version, entries, [] if version.deleted else index_documents(entries))
         self._writes.append(write)
         self._latest[key] = write
+
+    async def reindex(self, type: str, id: str, index: Sequence[IndexEntry]) -> None:
+        """Replace the search values of the current version now (maintenance, no new version)."""
+        docs = index_documents(tuple(index))
+        await self._storage.resources_col.update_one(
+            {"_id": resource_key(type, id)}, {"$set": {"idx": docs, "sort": sort_keys(docs)}}
+        )
+
+    async def meta(self, key: str) -> str | None:
+        found = await self._storage.db[META].find_one({"_id": key})
+        return None if found is None else str(found["value"])
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self._storage.db[META].replace_one({"_id": key}, {"value": value}, upsert=True)
 
     async def commit(self) -> None:
         self._check_open()

@@ -20,14 +20,21 @@ import aiosqlite
 import orjson
 
 from fhir_server.search.query import SearchQuery
-from fhir_server.search.sql import compile_where
+from fhir_server.search.sql import TABLES, compile_order, compile_where
 from fhir_server.storage.port import (
     AccessFilter,
+    DateIndex,
     HistoryQuery,
     IndexEntry,
+    NumberIndex,
     Page,
+    QuantityIndex,
+    ReferenceIndex,
     ResourceVersion,
+    StringIndex,
+    TextIndex,
     TokenIndex,
+    UriIndex,
     VersionConflict,
 )
 from fhir_server.storage.sqlite.schema import PRAGMAS, SCHEMA
@@ -147,15 +154,52 @@ class SqliteUnitOfWork:
             "deleted = excluded.deleted",
             (v.type, v.id, v.version, int(v.deleted)),
         )
-        await self._db.execute("DELETE FROM idx_token WHERE type = ? AND id = ?", (v.type, v.id))
-        tokens = [
-            (v.type, v.id, e.param, e.system, e.code) for e in index if isinstance(e, TokenIndex)
-        ]
-        if tokens and not v.deleted:
-            await self._db.executemany(
-                "INSERT INTO idx_token (type, id, param, system, code) VALUES (?, ?, ?, ?, ?)",
-                tokens,
-            )
+        await self.reindex(v.type, v.id, () if v.deleted else index)
+
+    async def reindex(self, type: str, id: str, index: Sequence[IndexEntry]) -> None:
+        """Replace the search values of the current version (no new version)."""
+        for table in TABLES.values():
+            await self._db.execute(f"DELETE FROM {table} WHERE type = ? AND id = ?", (type, id))
+        rows: dict[str, list[tuple[Any, ...]]] = {}
+        for entry in index:
+            table, values = _row(entry)
+            rows.setdefault(table, []).append((type, id, entry.param, *values))
+        for table, batch in rows.items():
+            marks = ", ".join("?" * len(batch[0]))
+            await self._db.executemany(f"INSERT INTO {table} VALUES ({marks})", batch)
+
+    async def meta(self, key: str) -> str | None:
+        rows = await self._db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (key,))
+        return next(iter(rows))[0] if rows else None
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+
+def _row(entry: IndexEntry) -> tuple[str, tuple[Any, ...]]:
+    """The table and the value columns (after type, id, param) of one index entry."""
+    match entry:
+        case TokenIndex(system=system, code=code):
+            return "idx_token", (system, code)
+        case TextIndex(value=value):
+            return "idx_text", (value,)
+        case StringIndex(value=value, exact=exact):
+            return "idx_string", (value, exact)
+        case DateIndex(low=low, high=high):
+            return "idx_date", (low, high)
+        case NumberIndex(low=low, high=high):
+            return "idx_number", (low, high)
+        case QuantityIndex(low=low, high=high, system=system, code=code, unit=unit):
+            return "idx_quantity", (low, high, system, code, unit)
+        case ReferenceIndex(type=type, id=id, version=version, url=url):
+            return "idx_reference", (type, id, version, url)
+        case UriIndex(value=value):
+            return "idx_uri", (value,)
+    raise TypeError(f"unknown index entry {entry!r}")
 
 
 async def _connect(path: str) -> aiosqlite.Connection:
@@ -182,19 +226,21 @@ async def _count(db: aiosqlite.Connection, sql: str, params: list[Any]) -> int:
 
 
 async def _search(db: aiosqlite.Connection, query: SearchQuery, *, paged: bool) -> Page:
-    where, params = compile_where(query.where)
+    where, params = compile_where(query.where, query.type)
     where = "r.type = ? AND r.deleted = 0" + (f" AND {where}" if where else "")
     params = [query.type, *params]
     total = None
     if query.total and paged:
         total = await _count(db, f"SELECT count(*) FROM resources r WHERE {where}", params)
-    if paged and query.after is not None:
+    if paged and query.after is not None and not query.sort:
         where += " AND r.id > ?"
         params.append(query.after)
-    sql = f"SELECT {_VERSION_COLUMNS} {_CURRENT_FROM} WHERE {where} ORDER BY r.id"
+    order, order_params = compile_order(query.sort, query.type)
+    sql = f"SELECT {_VERSION_COLUMNS} {_CURRENT_FROM} WHERE {where} ORDER BY {order}"
+    params.extend(order_params)
     if paged:
-        sql += " LIMIT ?"
-        params.append(query.count + 1)
+        sql += " LIMIT ? OFFSET ?"
+        params.extend([query.count + 1, query.offset if query.sort else 0])
     rows = list(await db.execute_fetchall(sql, params))
     limit = query.count if paged else len(rows)
     return Page([_version(row) for row in rows[:limit]], total, has_more=len(rows) > limit)

@@ -40,4 +40,37 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (type, param, code, system, id)",
     "CREATE INDEX IF NOT EXISTS idx_token_system ON idx_token (type, param, system, code, id)",
     "CREATE INDEX IF NOT EXISTS idx_token_owner ON idx_token (type, id)",
+    *(
+        statement
+        for table, columns, keys in (
+            ("idx_text", "value TEXT NOT NULL", ("value",)),
+            ("idx_string", "value TEXT NOT NULL, exact TEXT NOT NULL", ("value", "exact")),
+            ("idx_date", "lo TEXT NOT NULL, hi TEXT NOT NULL", ("lo, hi", "hi")),
+            ("idx_number", "lo REAL NOT NULL, hi REAL NOT NULL", ("lo, hi", "hi")),
+            (
+                "idx_quantity",
+                "lo REAL NOT NULL, hi REAL NOT NULL, system TEXT, code TEXT, unit TEXT",
+                ("code, lo", "unit, lo"),
+            ),
+            (
+                "idx_reference",
+                "target_type TEXT, target_id TEXT, target_version TEXT, url TEXT",
+                ("target_id, target_type", "url", "target_type"),
+            ),
+            ("idx_uri", "value TEXT NOT NULL", ("value",)),
+        )
+        for statement in (
+            f"CREATE TABLE IF NOT EXISTS {table} "
+            f"(type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, {columns})",
+            f"CREATE INDEX IF NOT EXISTS {table}_owner ON {table} (type, id)",
+            *(
+                f"CREATE INDEX IF NOT EXISTS {table}_{i} ON {table} (type, param, {key}, id)"
+                for i, key in enumerate(keys)
+            ),
+        )
+    ),
+    # Reverse chains and _revinclude look references up by target.
+    "CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference "
+    "(target_type, target_id, type, param, id)",
+    """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
 )
