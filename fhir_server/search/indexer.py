@@ -15,15 +15,21 @@ from typing import Any
 import orjson
 
 from fhir_server.search import extract
+from fhir_server.search.composite import composite_entries
 from fhir_server.search.registry import all_params, search_params
 from fhir_server.storage.port import IndexEntry
 
-EXTRACTOR_VERSION = "1"  # bump when extraction or normalisation changes what is stored
+EXTRACTOR_VERSION = "2"  # bump when extraction or normalisation changes what is stored
 
 
 def index_entries(resource_type: str, resource: dict[str, Any]) -> list[IndexEntry]:
-    definitions = [p.definition for p in search_params(resource_type).values() if p.definition]
-    return extract.index_entries(resource_type, resource, definitions)
+    params = search_params(resource_type).values()
+    definitions = [p.definition for p in params if p.definition and p.type != "composite"]
+    entries = extract.index_entries(resource_type, resource, definitions)
+    for param in params:
+        if param.type == "composite":
+            entries += composite_entries(resource_type, resource, param)
+    return entries
 
 
 @cache

@@ -22,6 +22,7 @@ from typing import Any
 from fhir_server.search.query import (
     AnyOf,
     Chain,
+    CompositeMatch,
     Condition,
     DateMatch,
     Has,
@@ -39,6 +40,7 @@ from fhir_server.search.query import (
 )
 from fhir_server.search.ranges import holds, range_terms
 from fhir_server.storage.port import (
+    CompositeIndex,
     DateIndex,
     IndexEntry,
     NumberIndex,
@@ -62,6 +64,7 @@ KINDS = {
     "quantity": "q",
     "reference": "r",
     "uri": "u",
+    "composite": "c",
 }
 _OPERATORS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
 
@@ -84,6 +87,9 @@ def index_document(entry: IndexEntry) -> dict[str, Any]:
     """The stored form of one index entry: what `compile_where` filters on."""
     p = _text(entry.param)
     match entry:
+        case CompositeIndex(parts=parts):
+            parts_docs = {f"c{i}": index_document(part) for i, part in enumerate(parts)}
+            return {"k": "c", "p": p, **parts_docs}
         case TokenIndex(system=system, code=code):
             return {"k": "t", "p": p, "s": _optional(system), "c": _optional(code)}
         case TextIndex(value=value):
@@ -247,6 +253,12 @@ def _compile(condition: Resolved) -> dict[str, Any]:
             if mode == "below":
                 return _element("u", param, v={"$gte": value, "$lt": value + _TOP})
             return _element("u", param, v=value)
+        case CompositeMatch(param=param, parts=parts):
+            inner = [
+                _prefixed(_compile(part)["idx"]["$elemMatch"], f"c{i}.")
+                for i, part in enumerate(parts)
+            ]
+            return _element("c", param, **{"$and": inner})
         case Missing(param=param, kind=kind, missing=missing):
             present = _element(KINDS[kind], param)
             return {"idx": {"$not": present["idx"]}} if missing else present
@@ -256,6 +268,18 @@ def _compile(condition: Resolved) -> dict[str, Any]:
             alternatives = [_compile(term) for term in terms]
             return {"$or": alternatives} if alternatives else _NOTHING
     raise TypeError(f"unknown condition {condition!r}")
+
+
+def _prefixed(filter_: Any, prefix: str) -> Any:
+    """A part's `$elemMatch` body moved under `c{i}.` (operators keep their place)."""
+    if isinstance(filter_, list):
+        return [_prefixed(f, prefix) for f in filter_]
+    if not isinstance(filter_, dict):
+        return filter_
+    return {
+        (k if k.startswith("$") else prefix + k): (_prefixed(v, prefix) if k.startswith("$") else v)
+        for k, v in filter_.items()
+    }
 
 
 def matches(
@@ -325,6 +349,14 @@ def _matches(c: Resolved, rid: str, index: Sequence[Mapping[str, Any]], last_upd
             if mode == "below":
                 return any(e["v"].startswith(value) for e in found)
             return any(e["v"] == value for e in found)
+        case CompositeMatch(param=param, parts=parts):
+            return any(
+                all(
+                    _matches(part, rid, [entry.get(f"c{i}") or {}], last_updated)
+                    for i, part in enumerate(parts)
+                )
+                for entry in _entries(index, "c", param)
+            )
         case Missing(param=param, kind=kind, missing=missing):
             return bool(_entries(index, KINDS[kind], param)) != missing
         case Not(term=term):

@@ -22,6 +22,7 @@ from fhir_server.search import values
 from fhir_server.search.query import (
     AnyOf,
     Chain,
+    CompositeMatch,
     Condition,
     Has,
     IdIn,
@@ -179,6 +180,8 @@ def _typed(param: SearchParam, name: str, modifier: str, alternatives: list[str]
         return _any([values.quantity(name, code, a) for a in alternatives])
     if kind == "uri":
         return _any([values.uri(name, code, a, modifier) for a in alternatives])
+    if kind == "composite":
+        return _any([_composite(param, name, a) for a in alternatives])
     if modifier == "identifier":
         return _any([values.token(name, f"{code}:identifier", a) for a in alternatives])
     type_modifier = modifier if is_type_modifier else None
@@ -187,6 +190,18 @@ def _typed(param: SearchParam, name: str, modifier: str, alternatives: list[str]
     return _any(
         [values.reference(name, code, a, type_modifier, param.targets) for a in alternatives]
     )
+
+
+def _composite(param: SearchParam, name: str, value: str) -> Condition:
+    pieces = values.split_escaped(value, "$")
+    if len(pieces) != len(param.components):
+        expected = "$".join(kind for kind, _ in param.components)
+        raise error(400, "invalid", f"'{value}' is not a valid {expected} for '{name}'", name)
+    parts = []
+    for (kind, _), piece in zip(param.components, pieces, strict=True):
+        part = SearchParam("#", kind, "")
+        parts.append(_typed(part, name, "", [piece]))
+    return CompositeMatch(param.name, tuple(parts))
 
 
 def _any(terms: list[Condition]) -> Condition:

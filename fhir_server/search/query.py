@@ -114,7 +114,17 @@ class UriMatch:
     mode: Literal["exact", "above", "below"]
 
 
-IndexKind = Literal["token", "string", "date", "number", "quantity", "reference", "uri"]
+@dataclass(frozen=True, slots=True)
+class CompositeMatch:
+    """`a$b`: one composite entry whose part i matches `parts[i]` (their `param` is `#`)."""
+
+    param: str
+    parts: tuple[Condition, ...]
+
+
+IndexKind = Literal[
+    "token", "string", "date", "number", "quantity", "reference", "uri", "composite"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +179,7 @@ Condition = (
     | QuantityMatch
     | ReferenceMatch
     | UriMatch
+    | CompositeMatch
     | Missing
     | Not
     | AnyOf

@@ -17,7 +17,9 @@ from typing import Any
 from fhir_server.resource_types import resource_types
 from fhir_server.validation.definitions import search_parameters
 
-SUPPORTED_TYPES = frozenset({"token", "string", "date", "number", "quantity", "reference", "uri"})
+SUPPORTED_TYPES = frozenset(
+    {"token", "string", "date", "number", "quantity", "reference", "uri", "composite"}
+)
 MODIFIERS: dict[str, frozenset[str]] = {
     "token": frozenset({"missing", "not", "text", "in", "not-in", "above", "below"}),
     "string": frozenset({"missing", "exact", "contains"}),
@@ -26,6 +28,7 @@ MODIFIERS: dict[str, frozenset[str]] = {
     "quantity": frozenset({"missing"}),
     "reference": frozenset({"missing", "identifier"}),  # plus :[type]
     "uri": frozenset({"missing", "above", "below"}),
+    "composite": frozenset({"missing"}),
 }
 # Token modifiers that need terminology expansion (:in, :not-in) or hierarchies (:above,
 # :below on codes) are refused until the terminology service exists.
@@ -43,6 +46,8 @@ class SearchParam:
     targets: tuple[str, ...] = ()
     url: str | None = None
     definition: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # composite: (search type, FHIRPath relative to the composite's element) per component
+    components: tuple[tuple[str, str], ...] = ()
 
 
 ID = SearchParam("_id", "token", "Logical id of the resource", url=None)
@@ -74,7 +79,9 @@ def use_custom(params: Iterable[dict[str, Any]]) -> None:
 def all_params() -> dict[str, dict[str, SearchParam]]:
     """Resource type -> parameter code -> parameter, for every supported parameter."""
     out: dict[str, dict[str, SearchParam]] = {t: dict(SPECIAL) for t in resource_types()}
-    for sp in [*search_parameters(), *_custom.values()]:
+    every = [*search_parameters(), *_custom.values()]
+    by_url = {sp.get("url"): sp for sp in every}
+    for sp in every:
         if sp.get("type") not in SUPPORTED_TYPES or sp["code"] in SPECIAL:
             continue
         if sp.get("url", "").rsplit("/", 1)[-1].startswith("example"):
@@ -87,13 +94,30 @@ def all_params() -> dict[str, dict[str, SearchParam]]:
             targets=tuple(sp.get("target", ())),
             url=sp.get("url"),
             definition=sp,
+            components=_components(sp, by_url),
         )
+        if param.type == "composite" and not param.components:
+            continue  # a component we cannot type: not offered
         for base in sp.get("base", ()):
             bases = resource_types() if base in ("Resource", "DomainResource") else {base}
             for type_name in bases:
                 if type_name in out:
                     out[type_name].setdefault(param.name, param)
     return out
+
+
+def _components(
+    sp: dict[str, Any], by_url: dict[Any, dict[str, Any]]
+) -> tuple[tuple[str, str], ...]:
+    if sp.get("type") != "composite":
+        return ()
+    found = []
+    for component in sp.get("component", ()):
+        definition = by_url.get(component.get("definition"))
+        if definition is None or definition.get("type") not in SUPPORTED_TYPES - {"composite"}:
+            return ()
+        found.append((str(definition["type"]), str(component["expression"])))
+    return tuple(found)
 
 
 @cache

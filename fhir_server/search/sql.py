@@ -16,6 +16,7 @@ import orjson
 from fhir_server.search.query import (
     AnyOf,
     Chain,
+    CompositeMatch,
     Condition,
     DateMatch,
     Has,
@@ -43,6 +44,7 @@ TABLES = {
     "quantity": "idx_quantity",
     "reference": "idx_reference",
     "uri": "idx_uri",
+    "composite": "idx_composite",
 }
 _TOP = "\U0010ffff"  # sorts after every other character: `prefix <= v < prefix + _TOP`
 
@@ -149,6 +151,22 @@ def _compile(condition: Condition, type: str, a: str) -> SQL:
                     a, "idx_uri", type, param, "x.value >= ? AND x.value < ?", [value, value + _TOP]
                 )
             return _owner(a, "idx_uri", type, param, "x.value = ?", [value])
+        case CompositeMatch(param=param, parts=parts):
+            joins = "".join(
+                f" JOIN idx_composite c{i} ON c{i}.type = c0.type AND c{i}.id = c0.id AND "
+                f"c{i}.param = c0.param AND c{i}.grp = c0.grp AND c{i}.comp = {i}"
+                for i in range(1, len(parts))
+            )
+            predicates, values = [], [type, param]
+            for i, part in enumerate(parts):
+                sql, part_values = _part(part, f"c{i}")
+                predicates.append(sql)
+                values.extend(part_values)
+            return (
+                f"{a}.id IN (SELECT c0.id FROM idx_composite c0{joins} WHERE c0.type = ? AND "
+                f"c0.param = ? AND c0.comp = 0 AND {' AND '.join(predicates)})",
+                values,
+            )
         case Missing(param=param, kind=kind, missing=missing):
             sql, values = _owner(a, TABLES[kind], type, param, "", [])
             return (f"NOT ({sql})" if missing else sql), values
@@ -178,6 +196,51 @@ def _compile(condition: Condition, type: str, a: str) -> SQL:
                 [source, param, type, source, *values],
             )
     raise TypeError(f"unknown condition {condition!r}")
+
+
+def _part(condition: Condition, c: str) -> SQL:
+    """One component of a composite entry, on the generic columns of `idx_composite`."""
+    match condition:
+        case TokenMatch(system=system, code=code):
+            sql, values = ["1 = 1"], []
+            if code is not None:
+                sql.append(f"{c}.code = ?")
+                values.append(code)
+            if system == "":
+                sql.append(f"{c}.system IS NULL")
+            elif system is not None:
+                sql.append(f"{c}.system = ?")
+                values.append(system)
+            return " AND ".join(sql), values
+        case StringMatch(value=value, mode=mode):
+            if mode == "contains":
+                return f"instr({c}.value, ?) > 0", [value]
+            if mode == "exact":
+                return f"{c}.value = ?", [value]
+            return f"{c}.value >= ? AND {c}.value < ?", [value, value + _TOP]
+        case (
+            DateMatch(prefix=prefix, low=low, high=high)
+            | NumberMatch(prefix=prefix, low=low, high=high)
+        ):
+            return _ranges(prefix, low, high, f"{c}.lo", f"{c}.hi")
+        case QuantityMatch(prefix=prefix, low=low, high=high, system=s, code=code):
+            sql, values = _ranges(prefix, low, high, f"{c}.lo", f"{c}.hi")
+            if s is not None:
+                sql += f" AND {c}.system = ?"
+                values.append(s)
+            if code is not None:
+                sql += f" AND ({c}.code = ? OR {c}.unit = ?)"
+                values.extend([code, code])
+            return sql, values
+        case ReferenceMatch(type=target, id=id, url=url):
+            local = f"{c}.code = ?" + (f" AND {c}.system = ?" if target else "")
+            values = [id, target] if target else [id]
+            if url is None:
+                return local, values
+            return f"(({local}) OR {c}.value = ?)", [*values, url]
+        case UriMatch(value=value):
+            return f"{c}.value = ?", [value]
+    raise TypeError(f"unsupported composite part {condition!r}")
 
 
 _SORT_VALUE = {

@@ -124,8 +124,18 @@ class UriIndex:
     value: str
 
 
+@dataclass(frozen=True, slots=True)
+class CompositeIndex:
+    """One combination of a composite parameter's components, found in the same element
+    (e.g. an Observation.component's code and value); `parts[i]` is component i."""
+
+    param: str
+    parts: tuple[IndexEntry, ...]
+
+
 IndexEntry = (
-    TokenIndex
+    CompositeIndex
+    | TokenIndex
     | TextIndex
     | StringIndex
     | DateIndex

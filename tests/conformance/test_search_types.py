@@ -62,6 +62,18 @@ def _observations(ids: dict[str, str]) -> list[dict[str, Any]]:
             "subject": {"reference": f"Patient/{ids['p3']}"},
             "valueString": "Går med rollator",
         }),
+        _tagged("o4", {
+            "resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": LOINC, "code": "85354-9"}]},
+            "subject": {"reference": f"Patient/{ids['p1']}"},
+            "effectiveDateTime": "2026-03-06T08:00:00+01:00",
+            "component": [
+                {"code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
+                 "valueQuantity": {"value": 150, "system": UCUM, "code": "mm[Hg]"}},
+                {"code": {"coding": [{"system": LOINC, "code": "8462-4"}]},
+                 "valueQuantity": {"value": 90, "system": UCUM, "code": "mm[Hg]"}},
+            ],
+        }),
     ]  # fmt: skip
 
 
@@ -130,14 +142,14 @@ CASES = [  # (id, type, query, expected tags; sorted unless the query sorts)
     ("date-ne", "Patient", {"birthdate": "ne1950-03"}, ["p3"]),
     ("date-timezone", "Observation", {"date": "2026-03-05T09:00:00Z"}, ["o1"]),
     ("date-day-of-instant", "Observation", {"date": "2026-03-05"}, ["o1"]),
-    ("date-period-within-month", "Observation", {"date": "2026-03"}, ["o1", "o2"]),
+    ("date-period-within-month", "Observation", {"date": "2026-03"}, ["o1", "o2", "o4"]),
     ("date-period-ge", "Observation", {"date": "ge2026-03-08"}, ["o2"]),
-    ("date-period-sa", "Observation", {"date": "sa2026-02-28"}, ["o1", "o2"]),
+    ("date-period-sa", "Observation", {"date": "sa2026-02-28"}, ["o1", "o2", "o4"]),
     (
         "date-range-overlaps",
         "Observation",
         {"date": ["ge2026-03-05", "le2026-03-06"]},
-        ["o1", "o2"],
+        ["o1", "o2", "o4"],
     ),
     # quantity: value precision, system|code, unit, prefixes
     ("quantity-value", "Observation", {"value-quantity": "72.5"}, ["o1"]),
@@ -147,6 +159,37 @@ CASES = [  # (id, type, query, expected tags; sorted unless the query sorts)
     ("quantity-gt", "Observation", {"value-quantity": "gt100"}, ["o2"]),
     ("quantity-wrong-unit", "Observation", {"value-quantity": f"lt100|{UCUM}|cm"}, []),
     ("quantity-ap", "Observation", {"value-quantity": "ap70"}, ["o1"]),
+    # composite: the parts of one element match together
+    (
+        "composite-systolic-high",
+        "Observation",
+        {"component-code-value-quantity": f"{LOINC}|8480-6$gt140"},
+        ["o4"],
+    ),
+    (
+        "composite-diastolic-not-high",
+        "Observation",
+        {"component-code-value-quantity": f"{LOINC}|8462-4$gt140"},
+        [],
+    ),
+    (
+        "composite-code-value",
+        "Observation",
+        {"code-value-quantity": f"{LOINC}|29463-7$72.5"},
+        ["o1"],
+    ),
+    (
+        "composite-or",
+        "Observation",
+        {"combo-code-value-quantity": f"{LOINC}|8462-4$lt100,{LOINC}|8302-2$180"},
+        ["o2", "o4"],
+    ),
+    (
+        "composite-missing",
+        "Observation",
+        {"component-code-value-quantity:missing": "false"},
+        ["o4"],
+    ),
     # string on an Observation value
     ("value-string", "Observation", {"value-string": "gar med"}, ["o3"]),
 ]
@@ -169,9 +212,9 @@ async def test_search_matches_exactly(
 
 async def test_reference_forms(client: httpx.AsyncClient, population: dict[str, str]) -> None:
     p1, p2 = population["p1"], population["p2"]
-    assert await _tags(client, "/Observation", {"subject": f"Patient/{p1}"}) == ["o1"]
+    assert sorted(await _tags(client, "/Observation", {"subject": f"Patient/{p1}"})) == ["o1", "o4"]
     assert await _tags(client, "/Observation", {"subject:Patient": p2}) == ["o2"]
-    assert await _tags(client, "/Observation", {"patient": p1}) == ["o1"]
+    assert sorted(await _tags(client, "/Observation", {"patient": p1})) == ["o1", "o4"]
     absolute = f"http://testserver/fhir/Patient/{p2}"
     assert await _tags(client, "/Observation", {"subject": absolute}) == ["o2"]
     assert await _tags(client, "/Observation", {"subject:missing": "true"}) == []
@@ -181,7 +224,7 @@ async def test_chained_and_reverse_chained(
     client: httpx.AsyncClient, population: dict[str, str]
 ) -> None:
     chained = await _tags(client, "/Observation", {"subject:Patient.name": "asa"})
-    assert sorted(chained) == ["o1", "o3"]
+    assert sorted(chained) == ["o1", "o3", "o4"]
     assert await _tags(client, "/Observation", {"patient.gender": "male"}) == ["o2"]
     has = {"_has:Observation:subject:code": f"{LOINC}|29463-7"}
     assert await _tags(client, "/Patient", has) == ["p1"]

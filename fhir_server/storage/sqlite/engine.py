@@ -23,6 +23,7 @@ from fhir_server.search.query import SearchQuery
 from fhir_server.search.sql import TABLES, compile_order, compile_where
 from fhir_server.storage.port import (
     AccessFilter,
+    CompositeIndex,
     DateIndex,
     HistoryQuery,
     IndexEntry,
@@ -161,7 +162,12 @@ class SqliteUnitOfWork:
         for table in TABLES.values():
             await self._db.execute(f"DELETE FROM {table} WHERE type = ? AND id = ?", (type, id))
         rows: dict[str, list[tuple[Any, ...]]] = {}
-        for entry in index:
+        for group, entry in enumerate(index):
+            if isinstance(entry, CompositeIndex):
+                for comp, part in enumerate(entry.parts):
+                    row = (type, id, entry.param, group, comp, *_composite_columns(part))
+                    rows.setdefault("idx_composite", []).append(row)
+                continue
             table, values = _row(entry)
             rows.setdefault(table, []).append((type, id, entry.param, *values))
         for table, batch in rows.items():
@@ -178,6 +184,24 @@ class SqliteUnitOfWork:
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+
+def _composite_columns(part: IndexEntry) -> tuple[Any, ...]:
+    """(system, code, value, lo, hi, unit) of one component, on the generic columns."""
+    match part:
+        case TokenIndex(system=system, code=code):
+            return system, code, None, None, None, None
+        case StringIndex(value=value):
+            return None, None, value, None, None, None
+        case DateIndex(low=low, high=high) | NumberIndex(low=low, high=high):
+            return None, None, None, low, high, None
+        case QuantityIndex(low=low, high=high, system=system, code=code, unit=unit):
+            return system, code, None, low, high, unit
+        case ReferenceIndex(type=type, id=id, url=url):
+            return type, id, url, None, None, None
+        case UriIndex(value=value):
+            return None, None, value, None, None, None
+    raise TypeError(f"unsupported composite part {part!r}")
 
 
 def _row(entry: IndexEntry) -> tuple[str, tuple[Any, ...]]:

@@ -69,6 +69,15 @@ SCHEMA = (
             ),
         )
     ),
+    # Composite parameters: one row per component; the parts of one entry share `grp`.
+    """CREATE TABLE IF NOT EXISTS idx_composite (
+        type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER NOT NULL,
+        comp INTEGER NOT NULL, system TEXT, code TEXT, value TEXT, lo, hi, unit TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS idx_composite_owner ON idx_composite (type, id)",
+    "CREATE INDEX IF NOT EXISTS idx_composite_code ON idx_composite "
+    "(type, param, comp, code, system, id, grp)",
+    "CREATE INDEX IF NOT EXISTS idx_composite_group ON idx_composite (type, id, param, grp, comp)",
     # Reverse chains and _revinclude look references up by target.
     "CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference "
     "(target_type, target_id, type, param, id)",
