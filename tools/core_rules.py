@@ -169,3 +169,15 @@ def search_parameters(params: list[Res]) -> list[Res]:
                 entry[flag] = sp[flag]
         out.append(entry)
     return sorted(out, key=lambda e: e["url"])
+
+
+def compartments(definitions: list[Res]) -> dict[str, dict[str, list[str]]]:
+    """Compartment type -> resource type -> the parameters that link a resource to it."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for cd in definitions:
+        if cd.get("id") == "example":
+            continue
+        out[cd["code"]] = {
+            r["code"]: sorted(r["param"]) for r in cd.get("resource", []) if r.get("param")
+        }
+    return out

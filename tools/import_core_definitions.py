@@ -33,7 +33,13 @@ OUT_DIR = Path(__file__).resolve().parent.parent / "fhir_server" / "definitions"
 FHIR_TYPE_EXT = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
 REGEX_EXT = "http://hl7.org/fhir/StructureDefinition/regex"
 NESTED_TYPES = {"BackboneElement", "Element"}
-WANTED = ("StructureDefinition", "ValueSet", "CodeSystem", "SearchParameter")
+WANTED = (
+    "StructureDefinition",
+    "ValueSet",
+    "CodeSystem",
+    "SearchParameter",
+    "CompartmentDefinition",
+)
 SD_BASE = "http://hl7.org/fhir/StructureDefinition/"
 
 SD = dict[str, Any]
@@ -300,6 +306,8 @@ Files:
 - `invariants.json`: element path -> [[key, severity, human, FHIRPath expression]] of the
   constraints each structure defines itself (resource roots also carry `dom-*`; elements
   constrained to `SimpleQuantity`/`MoneyQuantity` carry that profile's rule).
+- `compartments.json`: per compartment (Patient, Encounter, RelatedPerson, Practitioner,
+  Device), the search parameters that place each resource type in it.
 - `search_parameters.json`: all {n_search} SearchParameters (url, code, base, type,
   expression, target, modifier, comparator, component, multipleOr/And).
 """
@@ -337,6 +345,7 @@ def main() -> None:
     write_json("invariants.json", core_rules.invariants(structures, datatype_profiles))
     search = core_rules.search_parameters(package["SearchParameter"])
     write_json("search_parameters.json", search)
+    write_json("compartments.json", core_rules.compartments(package["CompartmentDefinition"]))
     (OUT_DIR / "PROVENANCE.md").write_text(
         PROVENANCE.format(
             n_resources=len(resources),

@@ -30,7 +30,7 @@ from fhir_server.errors import Issue, error, operation_outcome
 from fhir_server.interactions import crud
 from fhir_server.interactions.context import Context
 from fhir_server.interactions.history import history
-from fhir_server.interactions.search import search_type
+from fhir_server.interactions.search import search_system, search_type
 from fhir_server.interactions.subsetting import parse_subset, subset
 from fhir_server.interactions.validate import unpack, validate
 from fhir_server.interactions.versions import parse_instant
@@ -202,6 +202,32 @@ async def _search(request: Request, params: list[tuple[str, str]]) -> Response:
     return json_response(result, pretty=pretty)
 
 
+async def search_system_get(request: Request) -> Response:
+    """GET [base]?_type=…: search across resource types."""
+    pretty = check_response_format(request)
+    lenient = prefer(request.headers).get("handling") == "lenient"
+    result = await search_system(context(request), query_pairs(request), lenient=lenient)
+    return json_response(result, pretty=pretty)
+
+
+async def search_compartment(request: Request) -> Response:
+    """GET [Compartment]/[id]/[type]: e.g. Patient/123/CarePlan."""
+    pretty = check_response_format(request)
+    compartment, id = resource_type(request), request.path_params["id"]
+    target = request.path_params["target"]
+    if not is_resource_type(target):
+        raise error(404, "not-supported", f"Resource type '{target}' is not known to FHIR R4")
+    lenient = prefer(request.headers).get("handling") == "lenient"
+    result = await search_type(
+        context(request),
+        target,
+        query_pairs(request),
+        lenient=lenient,
+        compartment=(compartment, id),
+    )
+    return json_response(result, pretty=pretty)
+
+
 async def history_instance(request: Request) -> Response:
     pretty = check_response_format(request)
     type, id = resource_type(request), request.path_params["id"]
@@ -263,11 +289,14 @@ ROUTES: tuple[Route, ...] = (
     Route("/{type}/{id}/$validate", "POST", validate_instance, "$validate", "instance"),
     Route("/{type}/{id}/$validate", "GET", validate_instance, "$validate", "instance"),
     Route("/_history", "GET", history_system, "history-system", "system"),
+    Route("/", "GET", search_system_get, "search-system", "system"),
+    Route("", "GET", search_system_get, "search-system", "system"),
     Route("/{type}/_history", "GET", history_type, "history-type", "type"),
     Route("/{type}/_search", "POST", search_post, "search-type", "type"),
     Route("/{type}/{id}/_history/{vid}", "GET", vread, "vread", "instance"),
     Route("/{type}/{id}/_history", "GET", history_instance, "history-instance", "instance"),
     Route("/{type}/{id}", "GET", read, "read", "instance"),
+    Route("/{type}/{id}/{target}", "GET", search_compartment, "search-type", "type"),
     Route("/{type}/{id}", "PUT", update, "update", "instance"),
     Route("/{type}/{id}", "DELETE", delete, "delete", "instance"),
     Route("/{type}", "GET", search_get, "search-type", "type"),

@@ -12,22 +12,30 @@ from dataclasses import replace
 from typing import Any
 
 from fhir_server import fhirjson
-from fhir_server.errors import Issue, operation_outcome
+from fhir_server.errors import Issue, error, operation_outcome
 from fhir_server.interactions.bundles import bundle, full_url, link, resource_fragment
 from fhir_server.interactions.context import Context
 from fhir_server.interactions.subsetting import Subset, parse_subset, subset
+from fhir_server.resource_types import resource_types
 from fhir_server.search.indexer import index_entries
 from fhir_server.search.parser import Include, encode_cursor, parse_search
-from fhir_server.search.query import AnyOf, IdIn, ReferenceMatch, SearchQuery
+from fhir_server.search.query import AnyOf, Condition, IdIn, ReferenceMatch, SearchQuery
 from fhir_server.storage.port import ReferenceIndex, ResourceVersion
+from fhir_server.validation.definitions import compartments
 
 MAX_INCLUDED = 1000  # per page; more is refused by truncation with a warning
 MAX_ITERATE = 3  # rounds of `:iterate`
 
 
 async def search_type(
-    ctx: Context, type: str, params: Sequence[tuple[str, str]], *, lenient: bool
+    ctx: Context,
+    type: str,
+    params: Sequence[tuple[str, str]],
+    *,
+    lenient: bool,
+    compartment: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
+    """`[type]?…`, or `[Compartment]/[id]/[type]?…` when `compartment` is given."""
     parsed = parse_search(
         type,
         params,
@@ -37,17 +45,21 @@ async def search_type(
     )
     wanted = parse_subset(list(params))
     query = parsed.query
+    path = type
+    if compartment is not None:
+        query = replace(query, where=(*query.where, in_compartment(type, *compartment)))
+        path = f"{compartment[0]}/{compartment[1]}/{type}"
     if wanted.summary == "count":
         query = replace(query, count=0, total=True)
     page = await ctx.storage.search(query, ctx.access)
-    links = {"self": link(ctx.base_url, type, parsed.applied)}
+    links = {"self": link(ctx.base_url, path, parsed.applied)}
     if page.has_more and page.items and wanted.summary != "count":
         # Unsorted: keyset on id (stable while data changes); sorted: the next offset.
         position: object = (
             {"offset": query.offset + query.count} if query.sort else page.items[-1].id
         )
         cursor = encode_cursor(position)
-        links["next"] = link(ctx.base_url, type, [*parsed.applied, ("_cursor", cursor)])
+        links["next"] = link(ctx.base_url, path, [*parsed.applied, ("_cursor", cursor)])
     entries = [_entry(ctx, v, "match", wanted) for v in page.items]
     included, truncated = await _included(ctx, page.items, parsed.includes)
     entries += [_entry(ctx, v, "include", wanted) for v in included]
@@ -58,6 +70,75 @@ async def search_type(
     if warnings:
         entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
     return bundle("searchset", page.total, links, entries)
+
+
+async def search_system(
+    ctx: Context, params: Sequence[tuple[str, str]], *, lenient: bool
+) -> dict[str, Any]:
+    """`[base]?_type=A,B&…`: the same criteria on each type, in (type, id) order.
+
+    Without `_type` every resource type is searched.  The keyset cursor is (type, id), so
+    paging is stable while data changes, as for one type.
+    """
+    types = sorted(resource_types())
+    rest: list[tuple[str, str]] = []
+    for name, value in params:
+        if name == "_type":
+            types = sorted({t.strip() for t in value.split(",") if t.strip()})
+            unknown = [t for t in types if t not in resource_types()]
+            if unknown or not types:
+                raise error(400, "invalid", f"_type: not resource types: {unknown}", "_type")
+        else:
+            rest.append((name, value))
+    first = parse_search(types[0], rest, default_count=ctx.settings.default_page_size,
+                         max_count=ctx.settings.max_page_size, lenient=lenient)  # fmt: skip
+    count, start = first.query.count, first.query.after
+    after_type, _, after_id = (start or "").partition("/")
+    entries: list[dict[str, Any]] = []
+    total: int | None = 0 if first.query.total else None
+    last: ResourceVersion | None = None
+    has_more = False
+    for type in types:
+        parsed = parse_search(type, rest, default_count=count, max_count=count, lenient=lenient)
+        if parsed.query.sort:
+            raise error(400, "not-supported", "_sort is not offered on system search", "_sort")
+        query = replace(parsed.query, after=None)
+        before_cursor = start is not None and type < after_type
+        if start is not None and type == after_type:
+            query = replace(query, after=after_id)
+        room = 0 if before_cursor else count - len(entries)
+        page = await ctx.storage.search(replace(query, count=room), ctx.access)
+        if total is not None and page.total is not None:
+            total += page.total
+        if room > 0:
+            entries += [_entry(ctx, v, "match", Subset()) for v in page.items]
+            last = page.items[-1] if page.items else last
+            has_more = has_more or page.has_more
+        elif not before_cursor and (page.has_more or page.total):
+            has_more = True
+        if len(entries) >= count and total is None:
+            has_more = True
+            break
+    applied = [("_type", ",".join(types)), *first.applied]
+    links = {"self": link(ctx.base_url, "", applied)}
+    if has_more and last is not None:
+        cursor = encode_cursor(f"{last.type}/{last.id}")
+        links["next"] = link(ctx.base_url, "", [*applied, ("_cursor", cursor)])
+    return bundle("searchset", total, links, entries)
+
+
+def in_compartment(type: str, compartment: str, id: str) -> Condition:
+    """The resources of `type` in the compartment of `compartment/id` (R4 definitions)."""
+    members = compartments().get(compartment)
+    if members is None:
+        raise error(404, "not-found", f"{compartment} is not a compartment type")
+    params = members.get(type, ())
+    terms: list[Condition] = [ReferenceMatch(p, compartment, id, None) for p in params]
+    if type == compartment:
+        terms.append(IdIn((id,)))  # the compartment's own resource
+    if not terms:
+        raise error(400, "invalid", f"{type} is never in a {compartment} compartment")
+    return terms[0] if len(terms) == 1 else AnyOf(tuple(terms))
 
 
 def _entry(ctx: Context, version: ResourceVersion, mode: str, wanted: Subset) -> dict[str, Any]:

@@ -172,3 +172,12 @@ def invariants() -> dict[str, tuple[InvariantDef, ...]]:
 def search_parameters() -> tuple[dict[str, Any], ...]:
     """All R4 SearchParameters, in their compact generated form."""
     return tuple(_load("search_parameters.json"))
+
+
+@cache
+def compartments() -> dict[str, dict[str, tuple[str, ...]]]:
+    """Compartment type -> resource type -> the parameters that place it in the compartment."""
+    return {
+        compartment: {rtype: tuple(params) for rtype, params in members.items()}
+        for compartment, members in _load("compartments.json").items()
+    }

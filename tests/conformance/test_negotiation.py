@@ -82,7 +82,7 @@ async def test_capability_statement_states_what_is_served(client: httpx.AsyncCli
     assert statement["fhirVersion"] == "4.0.1"
     assert statement["kind"] == "instance"
     rest = statement["rest"][0]
-    assert [i["code"] for i in rest["interaction"]] == ["history-system"]
+    assert [i["code"] for i in rest["interaction"]] == ["history-system", "search-system"]
     types = {r["type"]: r for r in rest["resource"]}
     assert len(types) == 146
     patient_caps = types["Patient"]

@@ -312,3 +312,34 @@ async def test_malformed_values_are_400(client: httpx.AsyncClient) -> None:
         type = "Observation" if "value-quantity" in query else "Patient"
         response = await client.get(f"/{type}", params=query)
         assert response.status_code == 400, query
+
+
+async def test_compartment_search(client: httpx.AsyncClient, population: dict[str, str]) -> None:
+    p1 = population["p1"]
+    observations = await _tags(client, f"/Patient/{p1}/Observation", {})
+    assert sorted(observations) == ["o1", "o4"]
+    coded = await _tags(client, f"/Patient/{p1}/Observation", {"code": f"{LOINC}|29463-7"})
+    assert coded == ["o1"]
+    assert await _tags(client, f"/Patient/{p1}/Patient", {}) == ["p1"]
+    assert (await client.get(f"/Patient/{p1}/Nonsense")).status_code == 404
+    assert (await client.get(f"/Patient/{p1}/Organization")).status_code == 400
+
+
+async def test_system_search_over_several_types(
+    client: httpx.AsyncClient, population: dict[str, str]
+) -> None:
+    both = await _tags(
+        client, "/", {"_type": "Patient,Observation", "identifier": f"{TAG}|p2,{TAG}|o3"}
+    )
+    assert sorted(both) == ["o3", "p2"]
+    seen: list[str] = []
+    url, params = "/", {"_type": "Patient,Observation", "_count": "2"}
+    while url:
+        page = (await client.get(url, params=params)).json()
+        seen += [e["resource"]["identifier"][0]["value"] for e in page.get("entry", [])]
+        nxt = [link["url"] for link in page["link"] if link["relation"] == "next"]
+        url, params = (nxt[0].removeprefix("http://testserver/fhir"), None) if nxt else ("", None)
+    assert sorted(seen) == ["o1", "o2", "o3", "o4", "p1", "p2", "p3"]
+    assert len(seen) == len(set(seen))
+    bad = await client.get("/", params={"_type": "Nonsense"})
+    assert bad.status_code == 400
