@@ -32,6 +32,7 @@ from fhir_server.search.query import (
     Not,
     SearchQuery,
     SortKey,
+    TokenMatch,
 )
 from fhir_server.search.registry import (
     MODIFIERS,
@@ -39,6 +40,7 @@ from fhir_server.search.registry import (
     UNSUPPORTED_MODIFIERS,
     SearchParam,
     search_params,
+    valueset,
 )
 
 ID_PATTERN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
@@ -168,6 +170,9 @@ def _typed(param: SearchParam, name: str, modifier: str, alternatives: list[str]
     if kind == "token":
         if modifier == "text":
             return _any([values.text(name, code, a) for a in alternatives])
+        if modifier in ("in", "not-in"):
+            codes = _any([_in_valueset(name, code, a) for a in alternatives])
+            return Not(codes) if modifier == "not-in" else codes
         terms = _any([values.token(name, code, a) for a in alternatives])
         return Not(terms) if modifier == "not" else terms
     if kind == "string":
@@ -190,6 +195,16 @@ def _typed(param: SearchParam, name: str, modifier: str, alternatives: list[str]
     return _any(
         [values.reference(name, code, a, type_modifier, param.targets) for a in alternatives]
     )
+
+
+def _in_valueset(name: str, code: str, url: str) -> Condition:
+    expansion = valueset(url)
+    if expansion is None or not expansion.complete:
+        raise error(400, "not-supported", f"Value set {url} cannot be expanded here", name)
+    if len(expansion.codes) > MAX_ALTERNATIVES:
+        raise error(400, "too-costly", f"Value set {url} has too many codes for {name}", name)
+    terms = [TokenMatch(code, system, c) for system, c in sorted(expansion.codes)]
+    return AnyOf(tuple(terms))
 
 
 def _composite(param: SearchParam, name: str, value: str) -> Condition:

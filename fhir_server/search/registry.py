@@ -9,7 +9,7 @@ request using one is refused as unknown rather than silently ignored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -30,11 +30,8 @@ MODIFIERS: dict[str, frozenset[str]] = {
     "uri": frozenset({"missing", "above", "below"}),
     "composite": frozenset({"missing"}),
 }
-# Token modifiers that need terminology expansion (:in, :not-in) or hierarchies (:above,
-# :below on codes) are refused until the terminology service exists.
-UNSUPPORTED_MODIFIERS = frozenset(
-    {("token", "in"), ("token", "not-in"), ("token", "above"), ("token", "below")}
-)
+# :above/:below on codes need code system hierarchies: refused until a terminology service.
+UNSUPPORTED_MODIFIERS = frozenset({("token", "above"), ("token", "below")})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +60,17 @@ RESULT_PARAMS = frozenset(
 )  # fmt: skip
 
 _custom: dict[str, dict[str, Any]] = {}
+_valuesets: list[Callable[[str], Any]] = []
+
+
+def use_valuesets(lookup: Callable[[str], Any]) -> None:
+    """How `:in`/`:not-in` expand a value set url (the validator's conformance resources)."""
+    _valuesets[:] = [lookup]
+
+
+def valueset(url: str) -> Any:
+    """The expansion (`ValueSetCodes`) of a value set url, or None if unknown."""
+    return _valuesets[0](url) if _valuesets else None
 
 
 def use_custom(params: Iterable[dict[str, Any]]) -> None:

@@ -343,3 +343,13 @@ async def test_system_search_over_several_types(
     assert len(seen) == len(set(seen))
     bad = await client.get("/", params={"_type": "Nonsense"})
     assert bad.status_code == 400
+
+
+async def test_token_in_and_not_in_value_sets(
+    client: httpx.AsyncClient, population: dict[str, str]
+) -> None:
+    genders = "http://hl7.org/fhir/ValueSet/administrative-gender"
+    assert sorted(await _tags(client, "/Patient", {"gender:in": genders})) == ["p1", "p2"]
+    assert await _tags(client, "/Patient", {"gender:not-in": genders}) == ["p3"]
+    unknown = await client.get("/Patient", params={"gender:in": "http://example.org/vs"})
+    assert unknown.status_code == 400

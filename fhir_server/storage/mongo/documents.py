@@ -51,6 +51,7 @@ INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
     # strings, text, uris (`v`); ranges of dates, numbers, quantities (`lo`, `hi`);
     # references by target (`t`, `i`) and by url (`u`).
     (RESOURCES, [("type", 1), ("idx.p", 1), ("idx.v", 1)], {"name": "type_idx_value"}),
+    (RESOURCES, [("type", 1), ("idx.p", 1), ("idx.e", 1)], {"name": "type_idx_exact"}),
     (
         RESOURCES,
         [("type", 1), ("idx.p", 1), ("idx.lo", 1), ("idx.hi", 1)],

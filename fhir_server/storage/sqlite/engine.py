@@ -121,6 +121,10 @@ class SqliteStorage:
             return Page(items=[], total=0 if query.total else None)
         return await _search(self._reader(), query, paged=True)
 
+    async def explain(self, query: SearchQuery) -> list[str]:
+        """The query plan of a search (for tests and benchmarks)."""
+        return await explain(self._reader(), query)
+
 
 class SqliteUnitOfWork:
     """Runs inside the writer's open transaction; sees its own writes."""
@@ -249,13 +253,14 @@ async def _count(db: aiosqlite.Connection, sql: str, params: list[Any]) -> int:
     return int(next(iter(rows))[0])
 
 
-async def _search(db: aiosqlite.Connection, query: SearchQuery, *, paged: bool) -> Page:
+def _where(query: SearchQuery) -> tuple[str, list[Any]]:
     where, params = compile_where(query.where, query.type)
     where = "r.type = ? AND r.deleted = 0" + (f" AND {where}" if where else "")
-    params = [query.type, *params]
-    total = None
-    if query.total and paged:
-        total = await _count(db, f"SELECT count(*) FROM resources r WHERE {where}", params)
+    return where, [query.type, *params]
+
+
+def _page_sql(query: SearchQuery, *, paged: bool) -> tuple[str, list[Any]]:
+    where, params = _where(query)
     if paged and query.after is not None and not query.sort:
         where += " AND r.id > ?"
         params.append(query.after)
@@ -265,6 +270,22 @@ async def _search(db: aiosqlite.Connection, query: SearchQuery, *, paged: bool) 
     if paged:
         sql += " LIMIT ? OFFSET ?"
         params.extend([query.count + 1, query.offset if query.sort else 0])
+    return sql, params
+
+
+async def explain(db: aiosqlite.Connection, query: SearchQuery) -> list[str]:
+    """SQLite's plan for a search page (EXPLAIN QUERY PLAN), one line per step."""
+    sql, params = _page_sql(query, paged=True)
+    rows = await db.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}", params)
+    return [str(row[3]) for row in rows]
+
+
+async def _search(db: aiosqlite.Connection, query: SearchQuery, *, paged: bool) -> Page:
+    total = None
+    if query.total and paged:
+        where, params = _where(query)
+        total = await _count(db, f"SELECT count(*) FROM resources r WHERE {where}", params)
+    sql, params = _page_sql(query, paged=paged)
     rows = list(await db.execute_fetchall(sql, params))
     limit = query.count if paged else len(rows)
     return Page([_version(row) for row in rows[:limit]], total, has_more=len(rows) > limit)

@@ -1,0 +1,79 @@
+"""Every search is index-bound: the SQLite plan never scans an index table.
+
+`SqliteStorage.explain` shows EXPLAIN QUERY PLAN for the SQL a search compiles to.  A plan
+line `SCAN idx_…` would mean a full pass over a search-value table; each parameter type,
+chains and reverse chains must use an index instead.  MongoDB's filters are checked the other
+way round: every field they filter on inside `idx` is the leading part of a declared index.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fhir_server.search.mongo import compile_where
+from fhir_server.search.parser import parse_search
+from fhir_server.storage.mongo.documents import INDEXES, RESOURCES
+from fhir_server.storage.sqlite.engine import SqliteStorage
+
+QUERIES = [
+    ("Patient", [("identifier", "http://electronichealth.se/identifier/personnummer|1912")]),
+    ("Patient", [("family", "berg")]),
+    ("Patient", [("name:exact", "Berg")]),
+    ("Patient", [("birthdate", "ge1950-01-01"), ("birthdate", "lt1960")]),
+    ("Patient", [("gender:missing", "true")]),
+    ("Observation", [("value-quantity", "gt100|http://unitsofmeasure.org|mm[Hg]")]),
+    ("Observation", [("code:text", "body")]),
+    ("CarePlan", [("subject", "Patient/p1")]),
+    ("CarePlan", [("subject:Patient.identifier", "urn:x|1")]),
+    ("Patient", [("_has:CarePlan:subject:status", "active")]),
+    ("Appointment", [("actor", "Organization/o1"), ("_sort", "-date")]),
+    ("Observation", [("component-code-value-quantity", "http://loinc.org|8480-6$gt140")]),
+    ("StructureDefinition", [("url", "http://sip-fhir.se/fhir/StructureDefinition/x")]),
+]
+
+
+@pytest.mark.parametrize(("type", "params"), QUERIES, ids=[str(p) for _, p in QUERIES])
+async def test_sqlite_plans_use_indexes(tmp_path: Path, type: str, params: list) -> None:
+    storage = SqliteStorage(tmp_path / "plans.sqlite3")
+    await storage.open()
+    try:
+        plan = await storage.explain(parse_search(type, params).query)
+    finally:
+        await storage.close()
+    assert plan, "no plan"
+    scans = [line for line in plan if line.startswith("SCAN") and "idx_" in line]
+    assert scans == [], plan
+
+
+def _idx_fields(filter_: object) -> set[str]:
+    found: set[str] = set()
+    if isinstance(filter_, dict):
+        for key, value in filter_.items():
+            if key == "$elemMatch" and isinstance(value, dict):
+                found |= {f"idx.{k}" for k in value if not k.startswith("$")}
+            found |= _idx_fields(value)
+    elif isinstance(filter_, list):
+        for item in filter_:
+            found |= _idx_fields(item)
+    return found
+
+
+DIRECT = [(t, p) for t, p in QUERIES if not any("." in n or "_has" in n for n, _ in p)]
+
+
+@pytest.mark.parametrize(("type", "params"), DIRECT, ids=[str(p) for _, p in DIRECT])
+def test_mongo_filters_lead_with_indexed_fields(type: str, params: list) -> None:
+    """(Chains are resolved into id lists before compiling; those filter on `type_id`.)"""
+    query = parse_search(type, params).query
+    fields = _idx_fields(compile_where(query.where)) - {"idx.k"}
+    indexed = {
+        tuple(name for name, _ in keys)
+        for collection, keys, _ in INDEXES
+        if collection == RESOURCES
+    }
+    assert any(
+        keys[:2] == ("type", "idx.p") and any(f in keys for f in fields - {"idx.p"})
+        for keys in indexed
+    ) or fields == {"idx.p"}, (fields, indexed)
