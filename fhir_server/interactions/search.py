@@ -20,7 +20,7 @@ from fhir_server.resource_types import resource_types
 from fhir_server.search.indexer import index_entries
 from fhir_server.search.parser import Include, encode_cursor, parse_search
 from fhir_server.search.query import AnyOf, Condition, IdIn, ReferenceMatch, SearchQuery
-from fhir_server.storage.port import ReferenceIndex, ResourceVersion
+from fhir_server.storage.port import Page, ReferenceIndex, ResourceVersion
 from fhir_server.validation.definitions import compartments
 
 MAX_INCLUDED = 1000  # per page; more is refused by truncation with a warning
@@ -53,13 +53,9 @@ async def search_type(
         query = replace(query, count=0, total=True)
     page = await ctx.storage.search(query, ctx.access)
     links = {"self": link(ctx.base_url, path, parsed.applied)}
-    if page.has_more and page.items and wanted.summary != "count":
-        # Unsorted: keyset on id (stable while data changes); sorted: the next offset.
-        position: object = (
-            {"offset": query.offset + query.count} if query.sort else page.items[-1].id
-        )
+    for relation, position in _paging(query, page):
         cursor = encode_cursor(position)
-        links["next"] = link(ctx.base_url, path, [*parsed.applied, ("_cursor", cursor)])
+        links[relation] = link(ctx.base_url, path, [*parsed.applied, ("_cursor", cursor)])
     entries = [_entry(ctx, v, "match", wanted) for v in page.items]
     included, truncated = await _included(ctx, page.items, parsed.includes)
     entries += [_entry(ctx, v, "include", wanted) for v in included]
@@ -139,6 +135,28 @@ def in_compartment(type: str, compartment: str, id: str) -> Condition:
     if not terms:
         raise error(400, "invalid", f"{type} is never in a {compartment} compartment")
     return terms[0] if len(terms) == 1 else AnyOf(tuple(terms))
+
+
+def _paging(query: SearchQuery, page: Page) -> list[tuple[str, object]]:
+    """`next`/`previous` positions: keyset on id when unsorted, offsets when sorted."""
+    if not page.items or query.count == 0:
+        return []
+    if query.sort:
+        out: list[tuple[str, object]] = []
+        if query.offset > 0:
+            out.append(("previous", {"offset": max(0, query.offset - query.count)}))
+        if page.has_more:
+            out.append(("next", {"offset": query.offset + query.count}))
+        return out
+    backwards = query.before is not None
+    more_after = page.has_more if not backwards else True
+    more_before = (query.after is not None) if not backwards else page.has_more
+    out = []
+    if more_before:
+        out.append(("previous", {"before": page.items[0].id}))
+    if more_after:
+        out.append(("next", page.items[-1].id))
+    return out
 
 
 def _entry(ctx: Context, version: ResourceVersion, mode: str, wanted: Subset) -> dict[str, Any]:

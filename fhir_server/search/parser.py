@@ -88,6 +88,7 @@ def parse_search(
     warnings: list[Issue] = []
     applied: list[tuple[str, str]] = []
     count, after, total, sort, offset = default_count, None, True, (), 0
+    before: str | None = None
     includes: list[Include] = []
     for name, value in pairs:
         if name in RESULT_PARAMS:
@@ -97,6 +98,8 @@ def parse_search(
                 position = decode_cursor(value, "_cursor")
                 if isinstance(position, dict) and isinstance(position.get("offset"), int):
                     offset = max(0, position["offset"])
+                elif isinstance(position, dict) and isinstance(position.get("before"), str):
+                    before = position["before"]
                 elif isinstance(position, str):
                     after = position
                 else:
@@ -125,6 +128,7 @@ def parse_search(
         tuple(where),
         count=count,
         after=after,
+        before=before,
         total=total,
         sort=sort,
         offset=offset,

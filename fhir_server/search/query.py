@@ -202,14 +202,16 @@ class SearchQuery:
     """A search over the current versions of one resource type.
 
     `where` is a conjunction (parameters repeated or combined with `&`).  Without `sort`,
-    results are ordered by id and `after` is the last id of the previous page (keyset paging,
-    stable while data changes); with `sort`, `offset` pages through the sorted result.
+    results are ordered by id and `after` is the last id of the previous page, or `before`
+    the first id of the next one (keyset paging, stable while data changes); with `sort`,
+    `offset` pages through the sorted result.
     """
 
     type: str
     where: tuple[Condition, ...] = ()
     count: int = 20
     after: str | None = None
+    before: str | None = None  # keyset backwards: the page that ends just before this id
     total: bool = True
     sort: tuple[SortKey, ...] = ()
     offset: int = 0

@@ -353,3 +353,26 @@ async def test_token_in_and_not_in_value_sets(
     assert await _tags(client, "/Patient", {"gender:not-in": genders}) == ["p3"]
     unknown = await client.get("/Patient", params={"gender:in": "http://example.org/vs"})
     assert unknown.status_code == 400
+
+
+async def test_previous_links_walk_back(client: httpx.AsyncClient, population: dict[str, str]):
+    async def page(url: str, params: Any = None) -> dict[str, Any]:
+        return (await client.get(url.removeprefix("http://testserver/fhir"), params=params)).json()
+
+    def rel(bundle: dict[str, Any], relation: str) -> str | None:
+        found = [x["url"] for x in bundle["link"] if x["relation"] == relation]
+        return found[0] if found else None
+
+    first = await page("/Patient", {"_count": "1"})
+    assert rel(first, "previous") is None
+    second = await page(rel(first, "next") or "")
+    third = await page(rel(second, "next") or "")
+    assert rel(third, "next") is None
+    back = await page(rel(third, "previous") or "")
+    assert [e["resource"]["id"] for e in back["entry"]] == [
+        e["resource"]["id"] for e in second["entry"]
+    ]
+    start = await page(rel(back, "previous") or "")
+    assert [e["resource"]["id"] for e in start["entry"]] == [
+        e["resource"]["id"] for e in first["entry"]
+    ]

@@ -193,11 +193,17 @@ class MongoStorage:
         total = await self.resources_col.count_documents(filter_) if query.total else None
         if query.after is not None and not query.sort:
             filter_["id"] = {"$gt": query.after}
-        cursor = self.resources_col.find(filter_, VERSION_FIELDS).sort(_sort(query))
+        backwards = query.before is not None and not query.sort
+        if backwards:
+            filter_["id"] = {"$lt": query.before}
+        order = [("id", -1)] if backwards else _sort(query)
+        cursor = self.resources_col.find(filter_, VERSION_FIELDS).sort(order)
         if query.sort and query.offset:
             cursor = cursor.skip(query.offset)
         documents = await cursor.limit(query.count + 1).to_list(None)
         items = [to_version(d) for d in documents[: query.count]]
+        if backwards:
+            items.sort(key=lambda v: v.id)
         return Page(items=items, total=total, has_more=len(documents) > query.count)
 
     async def search_filter(self, query: SearchQuery) -> dict[str, Any]:

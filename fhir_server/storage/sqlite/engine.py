@@ -264,7 +264,13 @@ def _page_sql(query: SearchQuery, *, paged: bool) -> tuple[str, list[Any]]:
     if paged and query.after is not None and not query.sort:
         where += " AND r.id > ?"
         params.append(query.after)
+    backwards = paged and query.before is not None and not query.sort
+    if backwards:
+        where += " AND r.id < ?"
+        params.append(query.before)
     order, order_params = compile_order(query.sort, query.type)
+    if backwards:
+        order = "r.id DESC"  # the page just before `before`; `_search` restores id order
     sql = f"SELECT {_VERSION_COLUMNS} {_CURRENT_FROM} WHERE {where} ORDER BY {order}"
     params.extend(order_params)
     if paged:
@@ -287,6 +293,10 @@ async def _search(db: aiosqlite.Connection, query: SearchQuery, *, paged: bool) 
         total = await _count(db, f"SELECT count(*) FROM resources r WHERE {where}", params)
     sql, params = _page_sql(query, paged=paged)
     rows = list(await db.execute_fetchall(sql, params))
+    if paged and query.before is not None and not query.sort:
+        limit = query.count
+        page = sorted(rows[:limit], key=lambda row: row[1])
+        return Page([_version(row) for row in page], total, has_more=len(rows) > limit)
     limit = query.count if paged else len(rows)
     return Page([_version(row) for row in rows[:limit]], total, has_more=len(rows) > limit)
 
