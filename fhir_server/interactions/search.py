@@ -138,15 +138,16 @@ def in_compartment(type: str, compartment: str, id: str) -> Condition:
 
 
 def _paging(query: SearchQuery, page: Page) -> list[tuple[str, object]]:
-    """`next`/`previous` positions: keyset on id when unsorted, offsets when sorted."""
+    """`next`/`previous` positions: keyset on id when unsorted; when sorted, `next` is a
+    keyset on the sort values (stable while data changes), `previous` an offset."""
     if not page.items or query.count == 0:
         return []
     if query.sort:
         out: list[tuple[str, object]] = []
         if query.offset > 0:
             out.append(("previous", {"offset": max(0, query.offset - query.count)}))
-        if page.has_more:
-            out.append(("next", {"offset": query.offset + query.count}))
+        if page.has_more and page.last_key is not None:
+            out.append(("next", {"key": page.last_key, "offset": query.offset + query.count}))
         return out
     backwards = query.before is not None
     more_after = page.has_more if not backwards else True

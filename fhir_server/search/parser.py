@@ -13,6 +13,7 @@ import base64
 import binascii
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -89,6 +90,7 @@ def parse_search(
     applied: list[tuple[str, str]] = []
     count, after, total, sort, offset = default_count, None, True, (), 0
     before: str | None = None
+    after_key: tuple[Any, ...] | None = None
     includes: list[Include] = []
     for name, value in pairs:
         if name in RESULT_PARAMS:
@@ -96,7 +98,10 @@ def parse_search(
                 count = _parse_count(value, max_count)
             elif name == "_cursor":
                 position = decode_cursor(value, "_cursor")
-                if isinstance(position, dict) and isinstance(position.get("offset"), int):
+                if isinstance(position, dict) and isinstance(position.get("key"), list):
+                    after_key = tuple(position["key"])  # sorted keyset; offset only counts
+                    offset = max(0, int(position.get("offset") or 0))
+                elif isinstance(position, dict) and isinstance(position.get("offset"), int):
                     offset = max(0, position["offset"])
                 elif isinstance(position, dict) and isinstance(position.get("before"), str):
                     before = position["before"]
@@ -129,6 +134,7 @@ def parse_search(
         count=count,
         after=after,
         before=before,
+        after_key=after_key,
         total=total,
         sort=sort,
         offset=offset,

@@ -15,7 +15,7 @@ widened by 10 % of the value (a day for dates).  A resource matches if one of it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Prefix = Literal["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]
 PREFIXES: tuple[Prefix, ...] = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -215,3 +215,5 @@ class SearchQuery:
     total: bool = True
     sort: tuple[SortKey, ...] = ()
     offset: int = 0
+    # Sorted keyset position: the previous page's last sort values and id.
+    after_key: tuple[Any, ...] | None = None

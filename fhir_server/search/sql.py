@@ -254,29 +254,65 @@ _SORT_VALUE = {
 }
 
 
-def compile_order(keys: Iterable[SortKey], type: str, a: str = "r") -> SQL:
-    """ORDER BY for `_sort`: a resource sorts by its lowest value ascending, highest
-    descending (the spec's rule for repeating elements); a resource without one sorts as the
-    lowest value, as MongoDB orders a missing field; the id breaks ties."""
-    parts: list[str] = []
-    values: list[Any] = []
+_NUMERIC = frozenset({"number", "quantity"})
+
+
+def sort_columns(keys: Iterable[SortKey], type: str, a: str = "r") -> list[SQL]:
+    """One SQL expression per `_sort` key: a resource's lowest value ascending, highest
+    descending (the spec's rule for repeating elements).  A resource without a value gets
+    the lowest possible one (as MongoDB orders a missing field), so no expression is NULL."""
+    columns: list[SQL] = []
     for key in keys:
-        direction = "DESC" if key.descending else "ASC"
         if key.kind == "id":
-            parts.append(f"{a}.id {direction}")
+            columns.append((f"{a}.id", []))
             continue
         if key.kind == "lastUpdated":
-            parts.append(
+            columns.append((
                 f"(SELECT h2.last_updated FROM history h2 WHERE h2.type = {a}.type AND "
-                f"h2.id = {a}.id AND h2.version = {a}.version) {direction}"
-            )
+                f"h2.id = {a}.id AND h2.version = {a}.version)", [],
+            ))  # fmt: skip
             continue
         table, low, high = _SORT_VALUE[key.kind]
         value = f"max({high})" if key.descending else f"min({low})"
-        parts.append(
-            f"(SELECT {value} FROM {table} x WHERE x.type = ? AND x.id = {a}.id AND "
-            f"x.param = ?) {direction}"
-        )
-        values.extend([type, key.param])
+        lowest = "-1e308" if key.kind in _NUMERIC else "''"
+        columns.append((
+            f"coalesce((SELECT {value} FROM {table} x WHERE x.type = ? AND x.id = {a}.id "
+            f"AND x.param = ?), {lowest})", [type, key.param],
+        ))  # fmt: skip
+    return columns
+
+
+def compile_order(keys: Iterable[SortKey], type: str, a: str = "r") -> SQL:
+    """ORDER BY for `_sort` (see `sort_columns`); the id breaks ties."""
+    keys = list(keys)
+    parts: list[str] = []
+    values: list[Any] = []
+    for key, (sql, params) in zip(keys, sort_columns(keys, type, a), strict=True):
+        parts.append(f"{sql} {'DESC' if key.descending else 'ASC'}")
+        values.extend(params)
     parts.append(f"{a}.id ASC")
     return ", ".join(parts), values
+
+
+def compile_after(keys: Iterable[SortKey], type: str, last: tuple[Any, ...], a: str = "r") -> SQL:
+    """Rows strictly after `last` (sort values, then id) in the `_sort` order: keyset paging
+    that stays correct while resources are created or deleted between pages."""
+    keys = list(keys)
+    columns = sort_columns(keys, type, a)
+    *values, last_id = last
+    alternatives: list[str] = []
+    params: list[Any] = []
+    for k in range(len(keys) + 1):
+        clause: list[str] = []
+        for j in range(k):
+            clause.append(f"{columns[j][0]} = ?")
+            params.extend([*columns[j][1], values[j]])
+        if k < len(keys):
+            op = "<" if keys[k].descending else ">"
+            clause.append(f"{columns[k][0]} {op} ?")
+            params.extend([*columns[k][1], values[k]])
+        else:
+            clause.append(f"{a}.id > ?")
+            params.append(last_id)
+        alternatives.append("(" + " AND ".join(clause) + ")")
+    return "(" + " OR ".join(alternatives) + ")", params

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from fhir_server.search.query import SearchQuery
@@ -187,6 +187,8 @@ class Page:
     total: int | None
     has_more: bool = False
     included: list[ResourceVersion] = field(default_factory=list)
+    # Sorted searches: the last item's sort values, for a keyset `next` position.
+    last_key: list[Any] | None = None
 
 
 class StorageError(Exception):

@@ -197,14 +197,21 @@ class MongoStorage:
         if backwards:
             filter_["id"] = {"$lt": query.before}
         order = [("id", -1)] if backwards else _sort(query)
-        cursor = self.resources_col.find(filter_, VERSION_FIELDS).sort(order)
-        if query.sort and query.offset:
+        if query.sort and query.after_key is not None:
+            filter_ = {"$and": [filter_, _after_key(order, query.after_key)]}
+        fields = {**VERSION_FIELDS, **{name: 1 for name, _ in order}}
+        cursor = self.resources_col.find(filter_, fields).sort(order)
+        if query.sort and query.offset and query.after_key is None:
             cursor = cursor.skip(query.offset)
         documents = await cursor.limit(query.count + 1).to_list(None)
         items = [to_version(d) for d in documents[: query.count]]
         if backwards:
             items.sort(key=lambda v: v.id)
-        return Page(items=items, total=total, has_more=len(documents) > query.count)
+        last_key = None
+        if query.sort and documents[: query.count]:
+            last = documents[query.count - 1 if len(documents) > query.count else -1]
+            last_key = [_field(last, name) for name, _ in order]
+        return Page(items, total, has_more=len(documents) > query.count, last_key=last_key)
 
     async def search_filter(self, query: SearchQuery) -> dict[str, Any]:
         """The filter of a search, chains resolved to ids first."""
@@ -227,6 +234,31 @@ class MongoStorage:
                 if e.get("k") == "r" and e.get("p") == param and e.get("t") == target and e.get("i")
             )
         return ids
+
+
+def _field(document: dict[str, Any], dotted: str) -> Any:
+    value: Any = document
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _after_key(order: list[tuple[str, int]], last: list[Any]) -> dict[str, Any]:
+    """Documents strictly after `last` in `order` (missing values sort lowest, as MongoDB
+    orders them): keyset paging for `_sort`, stable while data changes."""
+    alternatives = []
+    for k, (name, direction) in enumerate(order):
+        clause: dict[str, Any] = {"$and": [{n: last[j]} for j, (n, _) in enumerate(order[:k])]}
+        value = last[k]
+        if direction == 1:
+            step = {name: {"$ne": None}} if value is None else {name: {"$gt": value}}
+        elif value is None:
+            continue  # nothing sorts after a missing value in descending order
+        else:
+            step = {"$or": [{name: {"$lt": value}}, {name: None}]}
+        clause["$and"].append(step)
+        alternatives.append(clause)
+    return {"$or": alternatives} if alternatives else {"id": {"$in": []}}
 
 
 def _sort(query: SearchQuery) -> list[tuple[str, int]]:

@@ -20,7 +20,13 @@ import aiosqlite
 import orjson
 
 from fhir_server.search.query import SearchQuery
-from fhir_server.search.sql import TABLES, compile_order, compile_where
+from fhir_server.search.sql import (
+    TABLES,
+    compile_after,
+    compile_order,
+    compile_where,
+    sort_columns,
+)
 from fhir_server.storage.port import (
     AccessFilter,
     CompositeIndex,
@@ -238,7 +244,7 @@ async def _connect(path: str) -> aiosqlite.Connection:
 
 
 def _version(row: Any) -> ResourceVersion:
-    type_, id_, version, last_updated, method, json = row
+    type_, id_, version, last_updated, method, json = row[:6]
     return ResourceVersion(type_, id_, version, last_updated, method, json)
 
 
@@ -268,14 +274,24 @@ def _page_sql(query: SearchQuery, *, paged: bool) -> tuple[str, list[Any]]:
     if backwards:
         where += " AND r.id < ?"
         params.append(query.before)
+    if paged and query.sort and query.after_key is not None:
+        after, after_params = compile_after(query.sort, query.type, query.after_key)
+        where += f" AND {after}"
+        params.extend(after_params)
+    select = _VERSION_COLUMNS
+    select_params: list[Any] = []
+    for column, column_params in sort_columns(query.sort, query.type):
+        select += f", {column}"  # the sort values, for the next page's keyset position
+        select_params.extend(column_params)
     order, order_params = compile_order(query.sort, query.type)
     if backwards:
         order = "r.id DESC"  # the page just before `before`; `_search` restores id order
-    sql = f"SELECT {_VERSION_COLUMNS} {_CURRENT_FROM} WHERE {where} ORDER BY {order}"
-    params.extend(order_params)
+    sql = f"SELECT {select} {_CURRENT_FROM} WHERE {where} ORDER BY {order}"
+    params = [*select_params, *params, *order_params]
     if paged:
         sql += " LIMIT ? OFFSET ?"
-        params.extend([query.count + 1, query.offset if query.sort else 0])
+        offset = query.offset if query.sort and query.after_key is None else 0
+        params.extend([query.count + 1, offset])
     return sql, params
 
 
@@ -298,7 +314,10 @@ async def _search(db: aiosqlite.Connection, query: SearchQuery, *, paged: bool) 
         page = sorted(rows[:limit], key=lambda row: row[1])
         return Page([_version(row) for row in page], total, has_more=len(rows) > limit)
     limit = query.count if paged else len(rows)
-    return Page([_version(row) for row in rows[:limit]], total, has_more=len(rows) > limit)
+    items = rows[:limit]
+    last_key = [*items[-1][6:], items[-1][1]] if query.sort and items else None
+    versions = [_version(row) for row in items]
+    return Page(versions, total, has_more=len(rows) > limit, last_key=last_key)
 
 
 def _history_where(query: HistoryQuery, access: AccessFilter) -> tuple[str, list[Any]]:
