@@ -51,19 +51,39 @@ _TOP = "\U0010ffff"  # sorts after every other character: `prefix <= v < prefix 
 SQL = tuple[str, list[Any]]
 
 
-def compile_where(conditions: Iterable[Condition], type: str, alias: str = "r") -> SQL:
-    """AND of all conditions on `alias` (a `resources` row of `type`); ('', []) if none."""
+def compile_where(
+    conditions: Iterable[Condition], type: str, alias: str = "r", probe: bool = False
+) -> SQL:
+    """AND of all conditions on `alias` (a `resources` row of `type`); ('', []) if none.
+
+    `probe=False` compiles each condition to `alias.id IN (list)`: best when counting, and
+    for selective conditions.  `probe=True` (a page of results in id order) compiles broad
+    conditions (codes, dates, strings, numbers) to a correlated `EXISTS` probe on the
+    (type, id, param) index, so the scan stops once the page is full instead of first
+    listing every match; identifiers and references stay lists, which drive the search.
+    """
     parts: list[str] = []
     params: list[Any] = []
     for condition in conditions:
-        sql, values = _compile(condition, type, alias)
+        sql, values = _compile(condition, type, alias, probe)
         parts.append(sql)
         params.extend(values)
     return " AND ".join(parts), params
 
 
-def _owner(alias: str, table: str, type: str, param: str, predicate: str, values: list[Any]) -> SQL:
-    sql = f"{alias}.id IN (SELECT x.id FROM {table} x WHERE x.type = ? AND x.param = ?"
+_LISTED = frozenset({"idx_reference", "idx_uri"})  # selective: matches drive the search
+
+
+def _owner(
+    probe: bool, alias: str, table: str, type: str, param: str, predicate: str, values: list[Any]
+) -> SQL:
+    if probe and table not in _LISTED and not param.endswith("identifier"):
+        # INDEXED BY: the planner would otherwise pick the (type, param, value) index and
+        # walk every value of the parameter for each probe.
+        sql = f"EXISTS (SELECT 1 FROM {table} x INDEXED BY {table}_by_owner WHERE x.type = ? "
+        sql += f"AND x.id = {alias}.id AND x.param = ?"
+    else:
+        sql = f"{alias}.id IN (SELECT x.id FROM {table} x WHERE x.type = ? AND x.param = ?"
     if predicate:
         sql += f" AND {predicate}"
     return sql + ")", [type, param, *values]
@@ -78,7 +98,7 @@ def _ranges(prefix: Any, low: Any, high: Any, lo: str = "x.lo", hi: str = "x.hi"
     return "(" + " OR ".join(f"({a})" for a in alternatives) + ")", values
 
 
-def _compile(condition: Condition, type: str, a: str) -> SQL:
+def _compile(condition: Condition, type: str, a: str, probe: bool) -> SQL:
     match condition:
         case IdIn(ids=ids):
             # One JSON parameter, however many ids: no SQL variable limit to hit.
@@ -99,23 +119,35 @@ def _compile(condition: Condition, type: str, a: str) -> SQL:
             elif system is not None:
                 predicate.append("x.system = ?")
                 values.append(system)
-            return _owner(a, "idx_token", type, param, " AND ".join(predicate), values)
+            return _owner(probe, a, "idx_token", type, param, " AND ".join(predicate), values)
         case TextMatch(param=param, value=value):
             return _owner(
-                a, "idx_text", type, param, "x.value >= ? AND x.value < ?", [value, value + _TOP]
+                probe,
+                a,
+                "idx_text",
+                type,
+                param,
+                "x.value >= ? AND x.value < ?",
+                [value, value + _TOP],
             )
         case StringMatch(param=param, value=value, mode=mode):
             if mode == "exact":
-                return _owner(a, "idx_string", type, param, "x.exact = ?", [value])
+                return _owner(probe, a, "idx_string", type, param, "x.exact = ?", [value])
             if mode == "contains":
-                return _owner(a, "idx_string", type, param, "instr(x.value, ?) > 0", [value])
+                return _owner(probe, a, "idx_string", type, param, "instr(x.value, ?) > 0", [value])
             return _owner(
-                a, "idx_string", type, param, "x.value >= ? AND x.value < ?", [value, value + _TOP]
+                probe,
+                a,
+                "idx_string",
+                type,
+                param,
+                "x.value >= ? AND x.value < ?",
+                [value, value + _TOP],
             )
         case DateMatch(param=param, prefix=prefix, low=low, high=high):
-            return _owner(a, "idx_date", type, param, *_ranges(prefix, low, high))
+            return _owner(probe, a, "idx_date", type, param, *_ranges(prefix, low, high))
         case NumberMatch(param=param, prefix=prefix, low=low, high=high):
-            return _owner(a, "idx_number", type, param, *_ranges(prefix, low, high))
+            return _owner(probe, a, "idx_number", type, param, *_ranges(prefix, low, high))
         case QuantityMatch(param=param, prefix=prefix, low=low, high=high, system=s, code=c):
             predicate, values = _ranges(prefix, low, high)
             if s is not None:
@@ -127,7 +159,7 @@ def _compile(condition: Condition, type: str, a: str) -> SQL:
             elif c is not None:  # no system: the code may be the unit as written
                 predicate += " AND (x.code = ? OR x.unit = ?)"
                 values.extend([c, c])
-            return _owner(a, "idx_quantity", type, param, predicate, values)
+            return _owner(probe, a, "idx_quantity", type, param, predicate, values)
         case ReferenceMatch(param=param, type=target, id=id, url=url):
             local, values = [], []
             if id is not None:
@@ -140,17 +172,29 @@ def _compile(condition: Condition, type: str, a: str) -> SQL:
             if url is not None:
                 predicate = f"(({predicate}) OR x.url = ?)" if predicate else "x.url = ?"
                 values.append(url)
-            return _owner(a, "idx_reference", type, param, predicate, values)
+            return _owner(probe, a, "idx_reference", type, param, predicate, values)
         case UriMatch(param=param, value=value, mode=mode):
             if mode == "above":  # the stored uri is a prefix of the value
                 return _owner(
-                    a, "idx_uri", type, param, "substr(?, 1, length(x.value)) = x.value", [value]
+                    probe,
+                    a,
+                    "idx_uri",
+                    type,
+                    param,
+                    "substr(?, 1, length(x.value)) = x.value",
+                    [value],
                 )
             if mode == "below":
                 return _owner(
-                    a, "idx_uri", type, param, "x.value >= ? AND x.value < ?", [value, value + _TOP]
+                    probe,
+                    a,
+                    "idx_uri",
+                    type,
+                    param,
+                    "x.value >= ? AND x.value < ?",
+                    [value, value + _TOP],
                 )
-            return _owner(a, "idx_uri", type, param, "x.value = ?", [value])
+            return _owner(probe, a, "idx_uri", type, param, "x.value = ?", [value])
         case CompositeMatch(param=param, parts=parts):
             joins = "".join(
                 f" JOIN idx_composite c{i} ON c{i}.type = c0.type AND c{i}.id = c0.id AND "
@@ -168,13 +212,13 @@ def _compile(condition: Condition, type: str, a: str) -> SQL:
                 values,
             )
         case Missing(param=param, kind=kind, missing=missing):
-            sql, values = _owner(a, TABLES[kind], type, param, "", [])
+            sql, values = _owner(probe, a, TABLES[kind], type, param, "", [])
             return (f"NOT ({sql})" if missing else sql), values
         case Not(term=term):
-            sql, values = _compile(term, type, a)
+            sql, values = _compile(term, type, a, probe)
             return f"NOT ({sql})", values
         case AnyOf(terms=terms):
-            compiled = [_compile(term, type, a) for term in terms]
+            compiled = [_compile(term, type, a, probe) for term in terms]
             sql = "(" + " OR ".join(part for part, _ in compiled) + ")"
             return sql, [value for _, values in compiled for value in values]
         case Chain(param=param, target=target, where=where):
@@ -185,6 +229,16 @@ def _compile(condition: Condition, type: str, a: str) -> SQL:
                 f"AND x.target_type = ? AND x.target_id IN (SELECT {inner}.id FROM resources "
                 f"{inner} WHERE {inner}.type = ? AND {inner}.deleted = 0 AND {sql}))",
                 [type, param, target, target, *values],
+            )
+        case Has(source=source, param=param, where=where) if probe:
+            inner = a + "h"  # per resource: is there a referrer that matches? (stops early)
+            sql, values = compile_where(where, source, inner, probe=True)
+            return (
+                f"EXISTS (SELECT 1 FROM idx_reference x JOIN resources {inner} ON "
+                f"{inner}.type = x.type AND {inner}.id = x.id WHERE x.target_type = ? AND "
+                f"x.target_id = {a}.id AND x.type = ? AND x.param = ? AND "
+                f"{inner}.deleted = 0 AND {sql})",
+                [type, source, param, *values],
             )
         case Has(source=source, param=param, where=where):
             inner = a + "h"
@@ -276,7 +330,8 @@ def sort_columns(keys: Iterable[SortKey], type: str, a: str = "r") -> list[SQL]:
         value = f"max({high})" if key.descending else f"min({low})"
         lowest = "-1e308" if key.kind in _NUMERIC else "''"
         columns.append((
-            f"coalesce((SELECT {value} FROM {table} x WHERE x.type = ? AND x.id = {a}.id "
+            f"coalesce((SELECT {value} FROM {table} x INDEXED BY {table}_by_owner "
+            f"WHERE x.type = ? AND x.id = {a}.id "
             f"AND x.param = ?), {lowest})", [type, key.param],
         ))  # fmt: skip
     return columns

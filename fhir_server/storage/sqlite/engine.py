@@ -259,14 +259,14 @@ async def _count(db: aiosqlite.Connection, sql: str, params: list[Any]) -> int:
     return int(next(iter(rows))[0])
 
 
-def _where(query: SearchQuery) -> tuple[str, list[Any]]:
-    where, params = compile_where(query.where, query.type)
+def _where(query: SearchQuery, probe: bool = False) -> tuple[str, list[Any]]:
+    where, params = compile_where(query.where, query.type, probe=probe)
     where = "r.type = ? AND r.deleted = 0" + (f" AND {where}" if where else "")
     return where, [query.type, *params]
 
 
 def _page_sql(query: SearchQuery, *, paged: bool) -> tuple[str, list[Any]]:
-    where, params = _where(query)
+    where, params = _where(query, probe=paged)
     if paged and query.after is not None and not query.sort:
         where += " AND r.id > ?"
         params.append(query.after)

@@ -39,7 +39,7 @@ SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (type, param, code, system, id)",
     "CREATE INDEX IF NOT EXISTS idx_token_system ON idx_token (type, param, system, code, id)",
-    "CREATE INDEX IF NOT EXISTS idx_token_owner ON idx_token (type, id)",
+    "CREATE INDEX IF NOT EXISTS idx_token_by_owner ON idx_token (type, id, param, code, system)",
     *(
         statement
         for table, columns, keys in (
@@ -62,7 +62,7 @@ SCHEMA = (
         for statement in (
             f"CREATE TABLE IF NOT EXISTS {table} "
             f"(type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, {columns})",
-            f"CREATE INDEX IF NOT EXISTS {table}_owner ON {table} (type, id)",
+            f"CREATE INDEX IF NOT EXISTS {table}_by_owner ON {table} (type, id, param)",
             *(
                 f"CREATE INDEX IF NOT EXISTS {table}_{i} ON {table} (type, param, {key}, id)"
                 for i, key in enumerate(keys)
@@ -74,10 +74,10 @@ SCHEMA = (
         type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER NOT NULL,
         comp INTEGER NOT NULL, system TEXT, code TEXT, value TEXT, lo, hi, unit TEXT
     )""",
-    "CREATE INDEX IF NOT EXISTS idx_composite_owner ON idx_composite (type, id)",
     "CREATE INDEX IF NOT EXISTS idx_composite_code ON idx_composite "
     "(type, param, comp, code, system, id, grp)",
-    "CREATE INDEX IF NOT EXISTS idx_composite_group ON idx_composite (type, id, param, grp, comp)",
+    "CREATE INDEX IF NOT EXISTS idx_composite_by_owner ON idx_composite "
+    "(type, id, param, grp, comp)",
     # Reverse chains and _revinclude look references up by target.
     "CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference "
     "(target_type, target_id, type, param, id)",
