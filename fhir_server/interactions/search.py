@@ -86,8 +86,14 @@ async def search_system(
                 raise error(400, "invalid", f"_type: not resource types: {unknown}", "_type")
         else:
             rest.append((name, value))
-    first = parse_search(types[0], rest, default_count=ctx.settings.default_page_size,
-                         max_count=ctx.settings.max_page_size, lenient=lenient)  # fmt: skip
+    settings = ctx.settings
+    first = parse_search(
+        types[0],
+        rest,
+        default_count=settings.default_page_size,
+        max_count=settings.max_page_size,
+        lenient=lenient,
+    )
     count, start = first.query.count, first.query.after
     after_type, _, after_id = (start or "").partition("/")
     entries: list[dict[str, Any]] = []

@@ -165,12 +165,17 @@ class SqliteUnitOfWork:
             "deleted = excluded.deleted",
             (v.type, v.id, v.version, int(v.deleted)),
         )
-        await self.reindex(v.type, v.id, () if v.deleted else index)
+        # A first version has no index rows to replace: skip nine DELETEs per create.
+        await self.reindex(v.type, v.id, () if v.deleted else index, fresh=v.version == 1)
 
-    async def reindex(self, type: str, id: str, index: Sequence[IndexEntry]) -> None:
+    async def reindex(
+        self, type: str, id: str, index: Sequence[IndexEntry], fresh: bool = False
+    ) -> None:
         """Replace the search values of the current version (no new version)."""
-        for table in TABLES.values():
-            await self._db.execute(f"DELETE FROM {table} WHERE type = ? AND id = ?", (type, id))
+        if not fresh:
+            for table in TABLES.values():
+                sql = f"DELETE FROM {table} WHERE type = ? AND id = ?"
+                await self._db.execute(sql, (type, id))
         rows: dict[str, list[tuple[Any, ...]]] = {}
         for group, entry in enumerate(index):
             if isinstance(entry, CompositeIndex):
