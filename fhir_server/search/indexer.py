@@ -16,20 +16,28 @@ import orjson
 
 from fhir_server.search import extract
 from fhir_server.search.composite import composite_entries
-from fhir_server.search.registry import all_params, search_params
+from fhir_server.search.registry import SearchParam, all_params, custom_urls, search_params
 from fhir_server.storage.port import IndexEntry
 
 EXTRACTOR_VERSION = "2"  # bump when extraction or normalisation changes what is stored
 
 
 def index_entries(resource_type: str, resource: dict[str, Any]) -> list[IndexEntry]:
-    params = search_params(resource_type).values()
-    definitions = [p.definition for p in params if p.definition and p.type != "composite"]
-    entries = extract.index_entries(resource_type, resource, definitions)
-    for param in params:
-        if param.type == "composite":
-            entries += composite_entries(resource_type, resource, param)
+    entries = extract.index_entries(resource_type, resource)  # R4: one cached plan per type
+    custom, composites = _extra(resource_type)
+    if custom:
+        entries += extract.index_entries(resource_type, resource, custom)
+    for param in composites:
+        entries += composite_entries(resource_type, resource, param)
     return entries
+
+
+def _extra(resource_type: str) -> tuple[list[dict[str, Any]], list[SearchParam]]:
+    """Custom (profiles/) parameters of a type, and its composite parameters."""
+    params = search_params(resource_type).values()
+    urls = custom_urls()
+    custom = [p.definition for p in params if p.url in urls and p.type != "composite"]
+    return custom, [p for p in params if p.type == "composite"]
 
 
 @cache

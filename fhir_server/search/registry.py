@@ -68,6 +68,10 @@ def use_valuesets(lookup: Callable[[str], Any]) -> None:
     _valuesets[:] = [lookup]
 
 
+def custom_urls() -> frozenset[str]:
+    return frozenset(_custom)
+
+
 def valueset(url: str) -> Any:
     """The expansion (`ValueSetCodes`) of a value set url, or None if unknown."""
     return _valuesets[0](url) if _valuesets else None
