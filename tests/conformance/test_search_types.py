@@ -376,3 +376,34 @@ async def test_previous_links_walk_back(client: httpx.AsyncClient, population: d
     assert [e["resource"]["id"] for e in start["entry"]] == [
         e["resource"]["id"] for e in first["entry"]
     ]
+
+
+async def test_number_parameters_by_precision_and_prefix(client: httpx.AsyncClient) -> None:
+    ids = {}
+    for tag, probability in (("r1", 0.25), ("r2", 0.8)):
+        risk = _tagged(tag, {
+            "resourceType": "RiskAssessment", "status": "final",
+            "subject": {"reference": "Patient/x"},
+            "prediction": [{"probabilityDecimal": probability}],
+        })  # fmt: skip
+        created = await client.post("/RiskAssessment", json=risk)
+        assert created.status_code == 201, created.text
+        ids[tag] = created.json()["id"]
+    cases = {"0.25": ["r1"], "0.3": [], "gt0.5": ["r2"], "le0.25": ["r1"], "ne0.8": ["r1"]}
+    for value, expected in cases.items():
+        found = await _tags(client, "/RiskAssessment", {"probability": value})
+        assert sorted(found) == expected, value
+
+
+async def test_uri_exact_above_and_below(client: httpx.AsyncClient) -> None:
+    base = "http://sip-fhir.se/fhir/StructureDefinition/"
+
+    async def urls(params: dict[str, str]) -> list[str]:
+        bundle = (await client.get("/StructureDefinition", params=params)).json()
+        return sorted(e["resource"]["url"] for e in bundle.get("entry", []))
+
+    assert await urls({"url": base + "sip-careplan"}) == [base + "sip-careplan"]
+    below = await urls({"url:below": base})
+    assert base + "sip-careplan" in below and base + "profile-trigger" in below
+    assert await urls({"url:below": "http://example.org/"}) == []
+    assert await urls({"url:above": base + "sip-careplan/part"}) == [base + "sip-careplan"]
