@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -186,7 +186,6 @@ class Page:
     items: list[ResourceVersion]
     total: int | None
     has_more: bool = False
-    included: list[ResourceVersion] = field(default_factory=list)
     # Sorted searches: the last item's sort values, for a keyset `next` position.
     last_key: list[Any] | None = None
 

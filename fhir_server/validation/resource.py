@@ -1,17 +1,17 @@
-"""The check of one resource on every write and in `$validate`.
+"""The base-specification part of a resource's check, and the HTTP status its issues imply.
 
-Order: the R4 structure walk (elements, types, cardinality, primitive formats, bindings,
-reference targets, invariants), then the profiles the resource claims or triggers.  JSON that
-is not a well-formed resource is 400; a well-formed resource that breaks a rule (cardinality,
-a required binding, an invariant, a profile) is 422, as the FHIR HTTP page says.  Warnings
-never block a write; `$validate` reports them.
+The R4 structure walk (elements, types, cardinality, primitive formats, bindings, reference
+targets, invariants); `validator.py` adds the profiles and is what writes and `$validate`
+call.  JSON that is not a well-formed resource is 400; a well-formed resource that breaks a
+rule (cardinality, a required binding, an invariant, a profile) is 422, as the FHIR HTTP page
+says.  Warnings never block a write; `$validate` reports them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fhir_server.errors import FhirError, Issue, error
+from fhir_server.errors import Issue
 from fhir_server.resource_types import is_resource_type
 from fhir_server.validation.structure import check_structure
 
@@ -49,14 +49,3 @@ def status_for(issues: list[Issue]) -> int | None:
     if not errors:
         return None
     return 422 if all(i.code in RULE_CODES for i in errors) else 400
-
-
-def check_resource(resource: dict[str, Any], expected_type: str | None = None) -> str:
-    """Raise a FhirError unless `resource` is a valid R4 resource; return its type."""
-    issues = validate(resource, expected_type)
-    status = status_for(issues)
-    if status is not None:
-        if issues[0].expression == ("resourceType",) and len(issues) == 1:
-            raise error(400, issues[0].code, issues[0].diagnostics, "resourceType")
-        raise FhirError(status, [i for i in issues if i.severity in ("error", "fatal")])
-    return str(resource["resourceType"])
