@@ -11,16 +11,18 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+import orjson
+
 from fhir_server import fhirjson
 from fhir_server.errors import Issue, error, operation_outcome
 from fhir_server.interactions.bundles import bundle, full_url, link, resource_fragment
 from fhir_server.interactions.context import Context
 from fhir_server.interactions.subsetting import Subset, parse_subset, subset
 from fhir_server.resource_types import resource_types
-from fhir_server.search.indexer import index_entries
+from fhir_server.search.indexer import reference_entries
 from fhir_server.search.parser import Include, encode_cursor, parse_search
 from fhir_server.search.query import AnyOf, Condition, IdIn, ReferenceMatch, SearchQuery
-from fhir_server.storage.port import Page, ReferenceIndex, ResourceVersion
+from fhir_server.storage.port import Page, ResourceVersion
 from fhir_server.validation.definitions import compartments
 
 MAX_INCLUDED = 1000  # per page; more is refused by truncation with a warning
@@ -211,10 +213,9 @@ async def _forward(
     for version in frontier:
         if version.type != include.source or version.json is None:
             continue
-        for entry in index_entries(version.type, fhirjson.loads_resource(version.json)):
-            if not isinstance(entry, ReferenceIndex) or entry.type is None or entry.id is None:
-                continue
-            if include.param != "*" and entry.param != include.param:
+        resource = orjson.loads(version.json)  # stored bytes: valid; decimals do not matter
+        for entry in reference_entries(version.type, resource, include.param):
+            if entry.type is None or entry.id is None:
                 continue
             if include.target is not None and entry.type != include.target:
                 continue

@@ -17,7 +17,7 @@ import orjson
 from fhir_server.search import extract
 from fhir_server.search.composite import composite_entries
 from fhir_server.search.registry import SearchParam, all_params, custom_urls, search_params
-from fhir_server.storage.port import IndexEntry
+from fhir_server.storage.port import IndexEntry, ReferenceIndex
 
 EXTRACTOR_VERSION = "2"  # bump when extraction or normalisation changes what is stored
 
@@ -30,6 +30,23 @@ def index_entries(resource_type: str, resource: dict[str, Any]) -> list[IndexEnt
     for param in composites:
         entries += composite_entries(resource_type, resource, param)
     return entries
+
+
+def reference_entries(
+    resource_type: str, resource: dict[str, Any], param: str
+) -> list[ReferenceIndex]:
+    """The references one reference parameter (`*`: every one) finds in `resource`.
+
+    Why: `_include` needs a page's outgoing references; evaluating only the included
+    parameter costs a fraction of a full `index_entries`.
+    """
+    definitions = [
+        p.definition
+        for p in search_params(resource_type).values()
+        if p.type == "reference" and (param == "*" or p.name == param)
+    ]
+    entries = extract.index_entries(resource_type, resource, definitions)
+    return [e for e in entries if isinstance(e, ReferenceIndex)]
 
 
 def _extra(resource_type: str) -> tuple[list[dict[str, Any]], list[SearchParam]]:

@@ -77,3 +77,29 @@ def test_mongo_filters_lead_with_indexed_fields(type: str, params: list) -> None
         keys[:2] == ("type", "idx.p") and any(f in keys for f in fields - {"idx.p"})
         for keys in indexed
     ) or fields == {"idx.p"}, (fields, indexed)
+
+
+async def test_sqlite_open_brings_indexes_to_the_declared_schema(tmp_path: Path) -> None:
+    """An index the schema no longer declares is dropped at open; a changed one is rebuilt."""
+    import sqlite3
+
+    from fhir_server.storage.sqlite.schema import declared_indexes
+
+    path = tmp_path / "old.sqlite3"
+    storage = SqliteStorage(path)
+    await storage.open()
+    await storage.close()
+    with sqlite3.connect(path) as db:  # an older schema: other indexes than today's
+        db.execute("DROP INDEX idx_date_by_owner")
+        db.execute("CREATE INDEX idx_date_by_owner ON idx_date (type, id, param)")
+        db.execute("CREATE INDEX idx_date_owner ON idx_date (type, id)")
+    storage = SqliteStorage(path)
+    await storage.open()
+    await storage.close()
+    with sqlite3.connect(path) as db:
+        found = dict(
+            db.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+            )
+        )
+    assert found == declared_indexes()

@@ -44,7 +44,7 @@ from fhir_server.storage.port import (
     UriIndex,
     VersionConflict,
 )
-from fhir_server.storage.sqlite.schema import PRAGMAS, SCHEMA
+from fhir_server.storage.sqlite.schema import PRAGMAS, SCHEMA, declared_indexes
 
 _VERSION_COLUMNS = "h.type, h.id, h.version, h.last_updated, h.method, h.json"
 _CURRENT_FROM = (
@@ -67,8 +67,7 @@ class SqliteStorage:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._writer = await _connect(self.path)
-        for statement in SCHEMA:
-            await self._writer.execute(statement)
+        await _migrate(self._writer)
         self._readers = [await _connect(self.path) for _ in range(READERS)]
 
     async def close(self) -> None:
@@ -184,6 +183,19 @@ async def _in_thread(db: aiosqlite.Connection, fn: Any, *args: Any) -> Any:
     would be its own thread hop (~50-90 µs each here).
     """
     return await db._execute(lambda: fn(db._conn, *args))
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """Create what SCHEMA declares; drop indexes it no longer declares or now defines otherwise."""
+    declared = declared_indexes()
+    existing = await db.execute_fetchall(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+    )
+    for name, sql in existing:
+        if declared.get(name) != sql:
+            await db.execute(f'DROP INDEX "{name}"')  # a name read from the schema, not input
+    for statement in SCHEMA:
+        await db.execute(statement)
 
 
 def _put(conn: sqlite3.Connection, v: ResourceVersion, rows: Rows) -> None:

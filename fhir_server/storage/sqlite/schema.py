@@ -4,6 +4,14 @@ The JSON bytes live once, in `history`; `resources` says which version is curren
 values live in one table per parameter type (HAPI's layout), only for current versions.
 """
 
+import re
+
+
+def _names(columns: str) -> str:
+    """'lo REAL NOT NULL, hi REAL NOT NULL' -> 'lo, hi'."""
+    return ", ".join(column.split()[0] for column in columns.split(","))
+
+
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = FULL",  # a 201 means the version is on disk
@@ -62,7 +70,9 @@ SCHEMA = (
         for statement in (
             f"CREATE TABLE IF NOT EXISTS {table} "
             f"(type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, {columns})",
-            f"CREATE INDEX IF NOT EXISTS {table}_by_owner ON {table} (type, id, param)",
+            # Covering: a per-resource probe or sort value never reads the table row.
+            f"CREATE INDEX IF NOT EXISTS {table}_by_owner ON {table} "
+            f"(type, id, param, {_names(columns)})",
             *(
                 f"CREATE INDEX IF NOT EXISTS {table}_{i} ON {table} (type, param, {key}, id)"
                 for i, key in enumerate(keys)
@@ -83,3 +93,17 @@ SCHEMA = (
     "(target_type, target_id, type, param, id)",
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
 )
+
+
+def declared_indexes() -> dict[str, str]:
+    """Index name -> the SQL SQLite keeps for it (it drops `IF NOT EXISTS`).
+
+    Why: `open()` drops any index whose name is not declared here or whose definition changed,
+    so an existing database follows the schema (HAPI's migrator, in miniature).
+    """
+    out = {}
+    for statement in SCHEMA:
+        match = re.match(r"CREATE INDEX IF NOT EXISTS (\w+) ", statement)
+        if match:
+            out[match.group(1)] = statement.replace(" IF NOT EXISTS", "", 1)
+    return out
