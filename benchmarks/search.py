@@ -817,7 +817,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="reuse a database in --db-dir made with the same size and seed",
     )
-    parser.add_argument("--repeat", type=int, default=50, help="timed runs per query and size")
+    parser.add_argument("--repeat", type=int, default=200, help="timed runs per query and size")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--workers",

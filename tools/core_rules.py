@@ -141,6 +141,55 @@ class Expander:
         return out
 
 
+PARENT_URIS = {
+    "http://hl7.org/fhir/concept-properties#parent": "parent",
+    "http://hl7.org/fhir/concept-properties#child": "child",
+}
+
+
+def parent_links(codesystem: Res) -> dict[str, set[str]]:
+    """Code -> its parent codes: from nesting and the `parent`/`child` concept properties.
+
+    Why both: v3 code systems nest each concept under one parent and give the others (a
+    polyhierarchy) as `child` properties.  Only codes with a parent appear.
+    """
+    roles = {"parent": "parent", "child": "child"}
+    for prop in codesystem.get("property", []):
+        if prop.get("uri") in PARENT_URIS:
+            roles[prop["code"]] = PARENT_URIS[prop["uri"]]
+    out: dict[str, set[str]] = {}
+    stack: list[tuple[Res, str | None]] = [(c, None) for c in codesystem.get("concept", [])]
+    while stack:
+        concept, parent = stack.pop()
+        code = concept["code"]
+        if parent is not None:
+            out.setdefault(code, set()).add(parent)
+        for prop in concept.get("property", []):
+            role, value = roles.get(prop.get("code")), prop.get("valueCode")
+            if role == "parent" and value:
+                out.setdefault(code, set()).add(value)
+            elif role == "child" and value:
+                out.setdefault(value, set()).add(code)
+        stack.extend((c, code) for c in concept.get("concept", []))
+    return out
+
+
+def codesystems(systems: list[Res]) -> Res:
+    """Is-a links of every complete code system: {hierarchies: {url: {code: [parents]}},
+    flat: [url]}; other content (fragment, example, not-present) is left out as unknown."""
+    hierarchies: dict[str, dict[str, list[str]]] = {}
+    flat: list[str] = []
+    for cs in systems:
+        if cs.get("content") != "complete":
+            continue
+        links = parent_links(cs)
+        if links:
+            hierarchies[cs["url"]] = {code: sorted(p) for code, p in links.items()}
+        else:
+            flat.append(cs["url"])
+    return {"hierarchies": hierarchies, "flat": sorted(flat)}
+
+
 def valuesets(bound: dict[str, list[str]], expander: Expander) -> dict[str, Res]:
     """Expansions of every bound value set: {url: {complete, codes: {system: [code]}}}."""
     out: dict[str, Res] = {}

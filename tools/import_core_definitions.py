@@ -310,6 +310,12 @@ Files:
   Device), the search parameters that place each resource type in it.
 - `search_parameters.json`: all {n_search} SearchParameters (url, code, base, type,
   expression, target, modifier, comparator, component, multipleOr/And).
+- `codesystems.json`: the is-a hierarchies for token `:above`/`:below`.  `hierarchies` maps
+  each complete CodeSystem with parent links ({n_hierarchies}) to {{code: [parent codes]}}
+  (codes without a parent left out), from nested concepts and the `parent`/`child` concept
+  properties (the v3 systems' polyhierarchy); `flat` lists the {n_flat} complete CodeSystems
+  without any.  Systems whose content is not complete (SNOMED CT, examples, fragments) are in
+  neither: their hierarchy is unknown.
 """
 
 
@@ -346,10 +352,14 @@ def main() -> None:
     search = core_rules.search_parameters(package["SearchParameter"])
     write_json("search_parameters.json", search)
     write_json("compartments.json", core_rules.compartments(package["CompartmentDefinition"]))
+    systems = core_rules.codesystems(package["CodeSystem"])
+    write_json("codesystems.json", systems)
     (OUT_DIR / "PROVENANCE.md").write_text(
         PROVENANCE.format(
             n_resources=len(resources),
             n_search=len(search),
+            n_hierarchies=len(systems["hierarchies"]),
+            n_flat=len(systems["flat"]),
             fhir_resources=importlib.metadata.version("fhir.resources"),
         )
     )

@@ -15,7 +15,7 @@ from fhir_server.api.routes import ROUTES
 from fhir_server.config import Settings
 from fhir_server.interactions.conformance import publish_conformance
 from fhir_server.interactions.reindex import reindex_if_needed
-from fhir_server.search.registry import use_custom, use_valuesets
+from fhir_server.search.registry import use_codesystems, use_custom, use_valuesets
 from fhir_server.storage.factory import create_storage
 from fhir_server.storage.port import Storage
 from fhir_server.validation.invariants import report_unsupported
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     validator = Validator.from_directories(settings.profile_dirs)
     use_custom(validator.conformance.of_kind("SearchParameter"))
     use_valuesets(validator.conformance.valueset)
+    use_codesystems(validator.conformance.hierarchy)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -106,7 +106,7 @@ async def search_system(
         parsed = parse_search(type, rest, default_count=count, max_count=count, lenient=lenient)
         if parsed.query.sort:
             raise error(400, "not-supported", "_sort is not offered on system search", "_sort")
-        query = replace(parsed.query, after=None)
+        query = replace(parsed.query, after=None, id_order=True)
         before_cursor = start is not None and type < after_type
         if start is not None and type == after_type:
             query = replace(query, after=after_id)
@@ -147,10 +147,11 @@ def in_compartment(type: str, compartment: str, id: str) -> Condition:
 
 def _paging(query: SearchQuery, page: Page) -> list[tuple[str, object]]:
     """`next`/`previous` positions: keyset on id when unsorted; when sorted, `next` is a
-    keyset on the sort values (stable while data changes), `previous` an offset."""
+    keyset on the sort values (stable while data changes), `previous` an offset.  A page
+    the engine returned in another keyset order (`keyed`) pages as a sorted one."""
     if not page.items or query.count == 0:
         return []
-    if query.sort:
+    if page.keyed:
         out: list[tuple[str, object]] = []
         if query.offset > 0:
             out.append(("previous", {"offset": max(0, query.offset - query.count)}))

@@ -38,8 +38,8 @@ from fhir_server.search.query import (
 from fhir_server.search.registry import (
     MODIFIERS,
     RESULT_PARAMS,
-    UNSUPPORTED_MODIFIERS,
     SearchParam,
+    codesystem,
     search_params,
     valueset,
 )
@@ -98,9 +98,10 @@ def parse_search(
                 count = _parse_count(value, max_count)
             elif name == "_cursor":
                 position = decode_cursor(value, "_cursor")
-                if isinstance(position, dict) and isinstance(position.get("key"), list):
-                    after_key = tuple(position["key"])  # sorted keyset; offset only counts
-                    offset = max(0, int(position.get("offset") or 0))
+                keyset = position if isinstance(position, dict) else {}
+                if isinstance(keyset.get("key"), list) and isinstance(keyset.get("offset", 0), int):
+                    after_key = tuple(keyset["key"])  # keyset position; offset only counts
+                    offset = max(0, keyset.get("offset", 0))
                 elif isinstance(position, dict) and isinstance(position.get("offset"), int):
                     offset = max(0, position["offset"])
                 elif isinstance(position, dict) and isinstance(position.get("before"), str):
@@ -173,8 +174,7 @@ def _typed(param: SearchParam, name: str, modifier: str, alternatives: list[str]
     kind = param.type
     allowed = MODIFIERS[kind]
     is_type_modifier = kind == "reference" and is_resource_type(modifier)
-    refused = modifier not in allowed or (kind, modifier) in UNSUPPORTED_MODIFIERS
-    if modifier and refused and not is_type_modifier:
+    if modifier and modifier not in allowed and not is_type_modifier:
         raise _unsupported(name, f"Modifier ':{modifier}' is not supported on '{param.name}'")
     code = param.name
     if kind == "token":
@@ -183,6 +183,8 @@ def _typed(param: SearchParam, name: str, modifier: str, alternatives: list[str]
         if modifier in ("in", "not-in"):
             codes = _any([_in_valueset(name, code, a) for a in alternatives])
             return Not(codes) if modifier == "not-in" else codes
+        if modifier in ("above", "below"):
+            return _subsumed(name, code, alternatives, below=modifier == "below")
         terms = _any([values.token(name, code, a) for a in alternatives])
         return Not(terms) if modifier == "not" else terms
     if kind == "string":
@@ -215,6 +217,27 @@ def _in_valueset(name: str, code: str, url: str) -> Condition:
         raise error(400, "too-costly", f"Value set {url} has too many codes for {name}", name)
     terms = [TokenMatch(code, system, c) for system, c in sorted(expansion.codes)]
     return AnyOf(tuple(terms))
+
+
+def _subsumed(name: str, code: str, alternatives: list[str], below: bool) -> Condition:
+    """`:below`/`:above`: each `system|code` with its descendants/ancestors in that system.
+
+    An unknown system is `not-supported` (lenient handling drops it): without its hierarchy
+    the answer would be silently incomplete.
+    """
+    terms: dict[TokenMatch, None] = {}  # ordered and without repeats
+    for alternative in alternatives:
+        token = values.token(name, code, alternative)
+        if not token.system or token.code is None:
+            raise error(400, "invalid", f"'{name}' needs system|code, not '{alternative}'", name)
+        hierarchy = codesystem(token.system)
+        if hierarchy is None:
+            raise _unsupported(name, f"Code system {token.system} has no hierarchy known here")
+        for found in hierarchy.closure(token.code, below):
+            terms[TokenMatch(code, token.system, found)] = None
+        if len(terms) > MAX_ALTERNATIVES:
+            raise error(400, "too-costly", f"'{name}' covers too many codes", name)
+    return _any(list(terms))
 
 
 def _composite(param: SearchParam, name: str, value: str) -> Condition:

@@ -204,7 +204,9 @@ class SearchQuery:
     `where` is a conjunction (parameters repeated or combined with `&`).  Without `sort`,
     results are ordered by id and `after` is the last id of the previous page, or `before`
     the first id of the next one (keyset paging, stable while data changes); with `sort`,
-    `offset` pages through the sorted result.
+    `after_key` (the last sort values) or `offset` pages through the sorted result.  An
+    engine may answer an unsorted search in another stable order (SQLite walks a bounded date
+    window in date order); it then marks the page `keyed`, and paging works as when sorted.
     """
 
     type: str
@@ -217,3 +219,5 @@ class SearchQuery:
     offset: int = 0
     # Sorted keyset position: the previous page's last sort values and id.
     after_key: tuple[Any, ...] | None = None
+    # Results must come in id order (system search pages across types by (type, id)).
+    id_order: bool = False

@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any
 
 from fhir_server.resource_types import resource_types
-from fhir_server.validation.definitions import search_parameters
+from fhir_server.validation.definitions import CodeHierarchy, search_parameters
 
 SUPPORTED_TYPES = frozenset(
     {"token", "string", "date", "number", "quantity", "reference", "uri", "composite"}
@@ -30,8 +30,6 @@ MODIFIERS: dict[str, frozenset[str]] = {
     "uri": frozenset({"missing", "above", "below"}),
     "composite": frozenset({"missing"}),
 }
-# :above/:below on codes need code system hierarchies: refused until a terminology service.
-UNSUPPORTED_MODIFIERS = frozenset({("token", "above"), ("token", "below")})
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +59,17 @@ RESULT_PARAMS = frozenset(
 
 _custom: dict[str, dict[str, Any]] = {}
 _valuesets: list[Callable[[str], Any]] = []
+_codesystems: list[Callable[[str], CodeHierarchy | None]] = []
 
 
 def use_valuesets(lookup: Callable[[str], Any]) -> None:
     """How `:in`/`:not-in` expand a value set url (the validator's conformance resources)."""
     _valuesets[:] = [lookup]
+
+
+def use_codesystems(lookup: Callable[[str], CodeHierarchy | None]) -> None:
+    """How token `:above`/`:below` find a code system's hierarchy (local or core)."""
+    _codesystems[:] = [lookup]
 
 
 def custom_urls() -> frozenset[str]:
@@ -75,6 +79,11 @@ def custom_urls() -> frozenset[str]:
 def valueset(url: str) -> Any:
     """The expansion (`ValueSetCodes`) of a value set url, or None if unknown."""
     return _valuesets[0](url) if _valuesets else None
+
+
+def codesystem(url: str) -> CodeHierarchy | None:
+    """The is-a hierarchy of a code system url, or None if unknown."""
+    return _codesystems[0](url) if _codesystems else None
 
 
 def use_custom(params: Iterable[dict[str, Any]]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from fhir_server.errors import error
 from fhir_server.search.query import (
     AnyOf,
     Chain,
@@ -27,6 +28,7 @@ from fhir_server.search.query import (
     NumberMatch,
     QuantityMatch,
     ReferenceMatch,
+    SearchQuery,
     SortKey,
     StringMatch,
     TextMatch,
@@ -353,6 +355,8 @@ def compile_after(keys: Iterable[SortKey], type: str, last: tuple[Any, ...], a: 
     """Rows strictly after `last` (sort values, then id) in the `_sort` order: keyset paging
     that stays correct while resources are created or deleted between pages."""
     keys = list(keys)
+    if len(last) != len(keys) + 1:
+        raise error(400, "invalid", "'_cursor' is not a paging position", "_cursor")
     columns = sort_columns(keys, type, a)
     *values, last_id = last
     alternatives: list[str] = []
@@ -371,3 +375,74 @@ def compile_after(keys: Iterable[SortKey], type: str, last: tuple[Any, ...], a: 
             params.append(last_id)
         alternatives.append("(" + " AND ".join(clause) + ")")
     return "(" + " OR ".join(alternatives) + ")", params
+
+
+_BOUNDED = frozenset({"eq", "lt", "le", "eb", "ap"})  # prefixes that bound a value from above
+# `lo` (<= hi) is bounded by what the prefix demands of lo or hi; `ap` bounds lo itself.
+_TOP_OF_WINDOW = {
+    "eq": ("<=", "high"),
+    "le": ("<=", "high"),
+    "lt": ("<", "low"),
+    "eb": ("<", "low"),
+}
+_PROBED = (TokenMatch, TextMatch, StringMatch, DateMatch, NumberMatch, QuantityMatch, Missing)
+
+
+def date_walk(query: SearchQuery) -> DateMatch | None:
+    """The date condition an unsorted page can walk in date order, or None.
+
+    Why: a date window (`date=ge2026-03-01&date=lt2026-03-08`) matches a fixed share of a
+    type, so a page in id order probes about `page / share` resources, however large the
+    table.  Walking the date index down from the window's upper end instead stops after a
+    page.  Only when nothing else drives the search (no reference, identifier, id, chain)
+    and the caller did not ask for id order.
+    """
+    if query.sort or query.id_order or query.after is not None or query.before is not None:
+        return None
+    walk = None
+    for condition in query.where:
+        if isinstance(condition, TokenMatch) and condition.param.endswith("identifier"):
+            return None  # selective: the identifier list drives the search
+        if isinstance(condition, Not) and isinstance(condition.term, _PROBED):
+            continue
+        if not isinstance(condition, _PROBED):
+            return None
+        if walk is None and isinstance(condition, DateMatch) and condition.prefix in _BOUNDED:
+            walk = condition
+    return walk
+
+
+def compile_walk(query: SearchQuery, walk: DateMatch, columns: str, current: str) -> SQL:
+    """A page in date order: down the (type, param, lo, hi, id) index from the window's end.
+
+    Each resource appears once, at its latest matching value (no other matching value of it
+    has a higher (lo, hi)); the page order is (lo, hi, id) descending, and `after_key` holds
+    the last row's (lo, hi, id) for the next page.  Other conditions are per-row probes.
+    """
+    rest = tuple(c for c in query.where if c is not walk)
+    where, values = compile_where(rest, query.type, probe=True)
+    on_x, x_values = _ranges(walk.prefix, walk.low, walk.high)
+    top = _TOP_OF_WINDOW.get(walk.prefix)  # the index range: lo at most the window's end
+    if top is not None:
+        on_x += f" AND x.lo {top[0]} ?"
+        x_values.append(walk.low if top[1] == "low" else walk.high)
+    on_y, y_values = _ranges(walk.prefix, walk.low, walk.high, "y.lo", "y.hi")
+    sql = (
+        f"SELECT {columns}, x.lo, x.hi, x.id FROM idx_date x INDEXED BY idx_date_0 "
+        f"CROSS JOIN {current} WHERE x.type = ? AND x.param = ? AND {on_x} "
+        "AND r.type = x.type AND r.id = x.id AND r.deleted = 0 "
+        "AND NOT EXISTS (SELECT 1 FROM idx_date y INDEXED BY idx_date_by_owner "
+        "WHERE y.type = x.type AND y.id = x.id AND y.param = x.param "
+        f"AND {on_y} AND (y.lo > x.lo OR (y.lo = x.lo AND y.hi > x.hi)))"
+    )
+    params = [query.type, walk.param, *x_values, *y_values]
+    if where:
+        sql += f" AND {where}"
+        params.extend(values)
+    if query.after_key is not None:
+        if len(query.after_key) != 3 or not all(isinstance(v, str) for v in query.after_key):
+            raise error(400, "invalid", "'_cursor' is not a paging position", "_cursor")
+        lo, hi, id = query.after_key
+        sql += " AND (x.lo < ? OR (x.lo = ? AND (x.hi < ? OR (x.hi = ? AND x.id < ?))))"
+        params.extend([lo, lo, hi, hi, id])
+    return sql + " ORDER BY x.lo DESC, x.hi DESC, x.id DESC", params

@@ -188,6 +188,8 @@ class Page:
     has_more: bool = False
     # Sorted searches: the last item's sort values, for a keyset `next` position.
     last_key: list[Any] | None = None
+    # In a keyset order other than by id (sorted, or a date walk): `next` uses `last_key`.
+    keyed: bool = False
 
 
 class StorageError(Exception):

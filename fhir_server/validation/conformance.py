@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .definitions import ValueSetCodes, core_valueset
+from .definitions import CodeHierarchy, ValueSetCodes, core_hierarchy, core_valueset
 from .structure import check_structure
 
 CANONICAL_BASE = "http://sip-fhir.se/fhir"
@@ -37,6 +37,7 @@ class Conformance:
 
     resources: list[dict[str, Any]] = field(default_factory=list)
     by_url: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hierarchies: dict[str, CodeHierarchy] = field(default_factory=dict, repr=False)  # cache
 
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         return [r for r in self.resources if r["resourceType"] == kind]
@@ -71,6 +72,56 @@ class Conformance:
                 complete = False
         result = _codes(url, codes)
         return ValueSetCodes(url, complete and bool(codes), result.codes, result.bare_codes)
+
+    def hierarchy(self, url: str) -> CodeHierarchy | None:
+        """Is-a links of a local or core code system, for token `:above`/`:below`.
+
+        None when the system is unknown or its concepts are not all given (content other
+        than complete): then its hierarchy cannot be judged here.
+        """
+        url = url.split("|", 1)[0]
+        local = self.by_url.get(url)
+        if local is None or local["resourceType"] != "CodeSystem":
+            return core_hierarchy(url)
+        if local.get("content") != "complete":
+            return None
+        if url not in self.hierarchies:
+            self.hierarchies[url] = CodeHierarchy.of(url, _parent_links(local))
+        return self.hierarchies[url]
+
+
+PARENT_URIS = {
+    "http://hl7.org/fhir/concept-properties#parent": "parent",
+    "http://hl7.org/fhir/concept-properties#child": "child",
+}
+
+
+def _parent_links(codesystem: dict[str, Any]) -> dict[str, set[str]]:
+    """Code -> parent codes, from nesting and the `parent`/`child` concept properties.
+
+    The same reading as `tools/core_rules.py` gives the core systems in codesystems.json.
+    """
+    roles = {"parent": "parent", "child": "child"}
+    for prop in codesystem.get("property", []):
+        if prop.get("uri") in PARENT_URIS:
+            roles[prop["code"]] = PARENT_URIS[prop["uri"]]
+    out: dict[str, set[str]] = {}
+    stack: list[tuple[dict[str, Any], str | None]] = [
+        (c, None) for c in codesystem.get("concept", [])
+    ]
+    while stack:
+        concept, parent = stack.pop()
+        code = concept["code"]
+        if parent is not None:
+            out.setdefault(code, set()).add(parent)
+        for prop in concept.get("property", []):
+            role, value = roles.get(prop.get("code")), prop.get("valueCode")
+            if role == "parent" and value:
+                out.setdefault(code, set()).add(value)
+            elif role == "child" and value:
+                out.setdefault(value, set()).add(code)
+        stack.extend((c, code) for c in concept.get("concept", []))
+    return out
 
 
 def _all_codes(codesystem: dict[str, Any]) -> set[str]:

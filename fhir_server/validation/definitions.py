@@ -8,6 +8,7 @@ exposed through small typed helpers so the validator never touches raw JSON.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -181,3 +182,58 @@ def compartments() -> dict[str, dict[str, tuple[str, ...]]]:
         compartment: {rtype: tuple(params) for rtype, params in members.items()}
         for compartment, members in _load("compartments.json").items()
     }
+
+
+@dataclass(frozen=True, slots=True)
+class CodeHierarchy:
+    """The is-a links of one code system, both ways, for token `:above`/`:below`.
+
+    A known flat system has no links: a code subsumes only itself.
+    """
+
+    url: str
+    parents: dict[str, tuple[str, ...]]
+    children: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def of(cls, url: str, parents: Mapping[str, Iterable[str]]) -> CodeHierarchy:
+        up = {code: tuple(sorted(set(found))) for code, found in parents.items() if found}
+        down: dict[str, list[str]] = {}
+        for code, found in up.items():
+            for parent in found:
+                down.setdefault(parent, []).append(code)
+        return cls(url, up, {code: tuple(sorted(found)) for code, found in down.items()})
+
+    def closure(self, code: str, below: bool) -> list[str]:
+        """`code` and every code below it (descendants) or above it (ancestors), sorted.
+
+        The walk remembers what it has seen, so a cycle in the data cannot loop it.
+        """
+        links = self.children if below else self.parents
+        seen, stack = {code}, [code]
+        while stack:
+            for other in links.get(stack.pop(), ()):
+                if other not in seen:
+                    seen.add(other)
+                    stack.append(other)
+        return sorted(seen)
+
+
+@cache
+def _codesystems_file() -> dict[str, Any]:
+    data: dict[str, Any] = _load("codesystems.json")
+    return data
+
+
+@cache
+def _flat_codesystems() -> frozenset[str]:
+    return frozenset(_codesystems_file()["flat"])
+
+
+@cache
+def core_hierarchy(url: str) -> CodeHierarchy | None:
+    """The hierarchy of a complete R4 core code system; None if the package does not have it."""
+    parents = _codesystems_file()["hierarchies"].get(url)
+    if parents is not None:
+        return CodeHierarchy.of(url, parents)
+    return CodeHierarchy.of(url, {}) if url in _flat_codesystems() else None

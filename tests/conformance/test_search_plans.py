@@ -103,3 +103,19 @@ async def test_sqlite_open_brings_indexes_to_the_declared_schema(tmp_path: Path)
             )
         )
     assert found == declared_indexes()
+
+
+async def test_sqlite_walks_a_date_window_down_the_date_index_and_stops_after_a_page(
+    tmp_path: Path,
+) -> None:
+    """An unsorted date window is read in date order from the index (no sort step, no pass
+    over the type), so its cost does not grow with the table."""
+    storage = SqliteStorage(tmp_path / "walk.sqlite3")
+    await storage.open()
+    try:
+        params = [("date", "ge2026-03-01"), ("date", "lt2026-03-08"), ("status", "booked")]
+        plan = await storage.explain(parse_search("Appointment", params).query)
+    finally:
+        await storage.close()
+    assert plan[0].startswith("SEARCH x USING COVERING INDEX idx_date_0"), plan
+    assert not any("TEMP B-TREE" in line for line in plan), plan

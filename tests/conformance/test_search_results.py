@@ -287,6 +287,94 @@ async def test_sorted_paging_visits_each_original_once_while_patients_are_create
     assert [id for id, n in Counter(seen).items() if n > 1] == []
 
 
+async def test_date_window_paging_visits_each_original_once_while_patients_are_created(
+    client: httpx.AsyncClient,
+) -> None:
+    """A date window (`birthdate=ge…&birthdate=lt…`) is the search SQLite walks in date order
+    (latest first) rather than by id; its keyset pages must hold as well.  The new Patients
+    have birth dates inside the window, on both sides of the cursor."""
+    originals = [
+        await _create(
+            client,
+            patient(
+                f"1950{i:04d}0000", f"Window{i}", birthDate=f"1950-{1 + i % 12:02d}-{1 + i:02d}"
+            ),
+        )
+        for i in range(25)
+    ]
+    await _create(client, patient("194912310000", "Before", birthDate="1949-12-31"))
+    await _create(client, patient("195101010000", "After", birthDate="1951-01-01"))
+    seen: list[str] = []
+    url: str | None = "/Patient"
+    query: Any = {"birthdate": ["ge1950-01-01", "lt1951-01-01"], "_count": "10"}
+    pages = 0
+    while url:
+        bundle = await _search(client, url, query)
+        seen += [id for mode, _, id in _entries(bundle) if mode == "match"]
+        pages += 1
+        if pages <= 2:
+            for i in range(10):
+                day = f"1950-{1 + (i + pages) % 12:02d}-{10 + i:02d}"
+                await _create(client, patient(f"1950{pages}{i:03d}0000", "New", birthDate=day))
+        url, query = _link(bundle, "next"), None
+        assert pages < 20, "paging does not end"
+    assert _skips_and_repeats(originals, seen) == ([], [])
+    assert [id for id, n in Counter(seen).items() if n > 1] == []
+
+
+def _goal(*due: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Goal",
+        "lifecycleStatus": "active",
+        "description": {"text": "Kunna bo kvar hemma"},
+        "subject": {"reference": "Patient/p1"},
+        "target": [{"dueDate": d} for d in due],
+    }
+
+
+async def test_date_window_over_repeating_dates_gives_each_resource_once_across_pages(
+    client: httpx.AsyncClient,
+) -> None:
+    """Goal.target.due repeats: a Goal with several due dates in the window is one match,
+    and one due date on each side of the window matches too (each condition may be met by
+    another value, as the spec has it)."""
+    two_inside = await _create(client, _goal("2026-03-02", "2026-03-05"))
+    one_inside = await _create(client, _goal("2026-03-04"))
+    one_of_two = await _create(client, _goal("2026-02-01", "2026-03-06"))
+    straddles = await _create(client, _goal("2026-02-01", "2026-04-01"))
+    await _create(client, _goal("2026-04-01"))
+    await _create(client, _goal("2026-02-27"))
+    seen: list[str] = []
+    url: str | None = "/Goal"
+    query: Any = {"target-date": ["ge2026-03-01", "lt2026-03-08"], "_count": "1"}
+    while url:
+        bundle = await _search(client, url, query)
+        seen += [id for mode, _, id in _entries(bundle) if mode == "match"]
+        url, query = _link(bundle, "next"), None
+        assert len(seen) < 20, "paging does not end"
+    assert sorted(seen) == sorted([two_inside, one_inside, one_of_two, straddles])
+
+
+async def test_tampered_paging_cursor_is_400_not_500(client: httpx.AsyncClient) -> None:
+    from fhir_server.search.parser import encode_cursor
+
+    positions = (
+        {"key": [1, 2], "offset": 0},
+        {"key": ["a"], "offset": 3},
+        {"key": [], "offset": "x"},
+    )
+    for position in positions:
+        for params in (
+            {"birthdate": ["ge1950-01-01", "lt1951-01-01"]},
+            {"_sort": "family"},
+        ):
+            response = await client.get(
+                "/Patient", params={**params, "_cursor": encode_cursor(position)}
+            )
+            assert response.status_code in (200, 400), response.text
+            assert response.headers["content-type"].startswith("application/fhir+json")
+
+
 # --- 5. _summary and _elements ----------------------------------------------------------------
 
 RICH_PATIENT = patient(

@@ -33,6 +33,7 @@ from typing import Any
 
 from pymongo.errors import OperationFailure
 
+from fhir_server.errors import error
 from fhir_server.search.mongo import compile_where, resolve
 from fhir_server.search.query import SearchQuery
 from fhir_server.storage.mongo.documents import (
@@ -198,6 +199,8 @@ class MongoStorage:
             filter_["id"] = {"$lt": query.before}
         order = [("id", -1)] if backwards else _sort(query)
         if query.sort and query.after_key is not None:
+            if len(query.after_key) != len(order):
+                raise error(400, "invalid", "'_cursor' is not a paging position", "_cursor")
             filter_ = {"$and": [filter_, _after_key(order, query.after_key)]}
         fields = {**VERSION_FIELDS, **{name: 1 for name, _ in order}}
         cursor = self.resources_col.find(filter_, fields).sort(order)
@@ -211,7 +214,8 @@ class MongoStorage:
         if query.sort and documents[: query.count]:
             last = documents[query.count - 1 if len(documents) > query.count else -1]
             last_key = [_field(last, name) for name, _ in order]
-        return Page(items, total, has_more=len(documents) > query.count, last_key=last_key)
+        more = len(documents) > query.count
+        return Page(items, total, has_more=more, last_key=last_key, keyed=bool(query.sort))
 
     async def search_filter(self, query: SearchQuery) -> dict[str, Any]:
         """The filter of a search, chains resolved to ids first."""

@@ -24,7 +24,9 @@ from fhir_server.search.sql import (
     TABLES,
     compile_after,
     compile_order,
+    compile_walk,
     compile_where,
+    date_walk,
     sort_columns,
 )
 from fhir_server.storage.port import (
@@ -306,6 +308,11 @@ def _where(query: SearchQuery, probe: bool = False) -> tuple[str, list[Any]]:
 
 
 def _page_sql(query: SearchQuery, *, paged: bool) -> tuple[str, list[Any]]:
+    walk = date_walk(query) if paged else None
+    if walk is not None:
+        sql, params = compile_walk(query, walk, _VERSION_COLUMNS, _CURRENT_FROM[5:])
+        offset = query.offset if query.after_key is None else 0
+        return sql + " LIMIT ? OFFSET ?", [*params, query.count + 1, offset]
     where, params = _where(query, probe=paged)
     if paged and query.after is not None and not query.sort:
         where += " AND r.id > ?"
@@ -355,9 +362,13 @@ async def _search(db: aiosqlite.Connection, query: SearchQuery, *, paged: bool) 
         return Page([_version(row) for row in page], total, has_more=len(rows) > limit)
     limit = query.count if paged else len(rows)
     items = rows[:limit]
-    last_key = [*items[-1][6:], items[-1][1]] if query.sort and items else None
+    keyed = bool(query.sort) or (paged and date_walk(query) is not None)
+    if keyed and not query.sort:
+        last_key = list(items[-1][6:]) if items else None  # the walk's (lo, hi, id)
+    else:
+        last_key = [*items[-1][6:], items[-1][1]] if query.sort and items else None
     versions = [_version(row) for row in items]
-    return Page(versions, total, has_more=len(rows) > limit, last_key=last_key)
+    return Page(versions, total, has_more=len(rows) > limit, last_key=last_key, keyed=keyed)
 
 
 def _history_where(query: HistoryQuery, access: AccessFilter) -> tuple[str, list[Any]]:

@@ -17,6 +17,9 @@ PRAGMAS = (
     "PRAGMA synchronous = FULL",  # a 201 means the version is on disk
     "PRAGMA foreign_keys = OFF",
     "PRAGMA busy_timeout = 10000",
+    # Reads through a memory map (SQLite caps it at 2 GiB) skip the copy into the 2 MB page
+    # cache: in benchmarks/search.py most searches got 10-35 % faster at both 10k and 1M.
+    "PRAGMA mmap_size = 2147418112",
 )
 
 SCHEMA = (
