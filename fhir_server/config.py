@@ -33,6 +33,9 @@ class Settings(BaseSettings):
         description="Directories of conformance resources (profiles, value sets, code systems) "
         "loaded and enforced at start-up; a JSON list in FHIR_PROFILE_DIRS.",
     )
+    max_bundle_entries: int = Field(
+        default=10_000, description="Batch and transaction Bundles with more entries get 413."
+    )
     default_page_size: int = 20
     max_page_size: int = 1000
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
+
 import httpx
 from fhirpy import AsyncFHIRClient
 
@@ -66,3 +70,44 @@ def test_server_survives_bad_input_over_the_wire(live_server: LiveServer) -> Non
         assert response.json()["resourceType"] == "OperationOutcome"
     assert httpx.get(f"{live_server.base_url}/metadata").status_code == 200
     assert httpx.get(f"{live_server.base_url}/Patient/_history").json()["total"] == 0
+
+
+def test_sigkill_during_a_large_transaction_stores_all_or_none(live_server: LiveServer) -> None:
+    """The server is killed (SIGKILL) while it works through a 5,000-entry transaction; after
+    a restart the database holds none of it (the commit never came) and serves as before."""
+    marker = "urn:sip-fhir:crash-test"
+    entries = [
+        {
+            "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+            "resource": patient(f"19{i:010d}", identifier=[{"system": marker, "value": str(i)}]),
+            "request": {"method": "POST", "url": "Patient"},
+        }
+        for i in range(5000)
+    ]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    versions_before = httpx.get(f"{live_server.base_url}/_history").json()["total"]
+    outcome: dict[str, object] = {}
+
+    def send() -> None:
+        try:
+            outcome["status"] = httpx.post(
+                live_server.base_url, json=bundle, timeout=120
+            ).status_code
+        except httpx.TransportError as exc:
+            outcome["error"] = exc
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(1.5)  # well inside the transaction: 5,000 validated creates take several s
+    live_server.kill()
+    sender.join()
+    assert "error" in outcome, f"the transaction finished before the kill: {outcome}"
+    live_server.start()
+    found = httpx.get(
+        f"{live_server.base_url}/Patient", params={"identifier": f"{marker}|", "_summary": "count"}
+    ).json()
+    assert found["total"] == 0
+    history = httpx.get(f"{live_server.base_url}/_history").json()
+    assert history["total"] == versions_before
+    created = httpx.post(f"{live_server.base_url}/Patient", json=patient())
+    assert created.status_code == 201

@@ -28,7 +28,10 @@ def capability_statement(
     type_interactions = sorted(
         {r.interaction for r in ROUTES if r.level != "system"} & interactions
     )
-    system_interactions = sorted({r.interaction for r in ROUTES if r.level == "system"})
+    system_interactions = {r.interaction for r in ROUTES if r.level == "system"}
+    if "transaction" in system_interactions:
+        system_interactions.add("batch")  # the same POST [base] route answers both
+    system_interactions = sorted(system_interactions)
     resources = [
         resource_capability(name, type_interactions, (profiles or {}).get(name, []))
         for name in sorted(resource_types())

@@ -28,12 +28,15 @@ from fhir_server.api.responses import (
 )
 from fhir_server.errors import Issue, error, operation_outcome
 from fhir_server.interactions import crud
+from fhir_server.interactions import patch as patching
 from fhir_server.interactions.context import Context
 from fhir_server.interactions.history import history
 from fhir_server.interactions.search import search_system, search_type
 from fhir_server.interactions.subsetting import parse_subset, subset
+from fhir_server.interactions.transaction import process_bundle
 from fhir_server.interactions.validate import unpack, validate
 from fhir_server.interactions.versions import parse_instant
+from fhir_server.patch import MEDIA_TYPES as PATCH_MEDIA_TYPES
 from fhir_server.resource_types import is_resource_type
 from fhir_server.security.principal import ANONYMOUS
 from fhir_server.storage.port import ResourceVersion
@@ -167,6 +170,43 @@ async def conditional_update(request: Request) -> Response:
     return write_response(request, ctx, result, pretty)
 
 
+async def patch(request: Request) -> Response:
+    pretty = check_response_format(request)
+    ctx = context(request)
+    type, id = resource_type(request), request.path_params["id"]
+    media = patch_media_type(request)
+    body = await read_body(request, ctx.settings.max_body_bytes)
+    result = await patching.patch(ctx, type, id, body, media, if_match(request))
+    return write_response(request, ctx, result, pretty)
+
+
+async def conditional_patch(request: Request) -> Response:
+    pretty = check_response_format(request)
+    ctx = context(request)
+    type = resource_type(request)
+    media = patch_media_type(request)
+    body = await read_body(request, ctx.settings.max_body_bytes)
+    result = await patching.conditional_patch(
+        ctx, type, criteria(request), body, media, if_match(request)
+    )
+    return write_response(request, ctx, result, pretty)
+
+
+def patch_media_type(request: Request) -> str:
+    """What the PATCH body is: JSON Patch, or FHIRPath Patch Parameters (415 otherwise)."""
+    header = request.headers.get("content-type", "")
+    media, *params = (part.strip() for part in header.split(";"))
+    charset = dict(p.partition("=")[::2] for p in params).get("charset", "utf-8").strip('"')
+    if media.lower() not in PATCH_MEDIA_TYPES or charset.lower() not in ("utf-8", "utf8"):
+        raise error(
+            415,
+            "not-supported",
+            f"Content-Type '{header}' is not a patch: send application/json-patch+json "
+            "(JSON Patch) or application/fhir+json (FHIRPath Patch Parameters) in UTF-8",
+        )
+    return media.lower()
+
+
 async def delete(request: Request) -> Response:
     check_response_format(request)
     type, id = resource_type(request), request.path_params["id"]
@@ -284,7 +324,17 @@ def _not_modified(request: Request, version: ResourceVersion, headers: dict[str,
     return parse_instant(version.last_updated).replace(microsecond=0) <= threshold
 
 
+async def bundle_post(request: Request) -> Response:
+    """`POST [base]`: a batch or transaction Bundle; the response Bundle says what happened."""
+    pretty = check_response_format(request)
+    ctx = context(request)
+    body = await read_resource(request, ctx.settings.max_body_bytes)
+    return json_response(await process_bundle(ctx, body), 200, pretty=pretty)
+
+
 ROUTES: tuple[Route, ...] = (
+    Route("/", "POST", bundle_post, "transaction", "system"),
+    Route("", "POST", bundle_post, "transaction", "system"),
     Route("/{type}/$validate", "POST", validate_type, "$validate", "type"),
     Route("/{type}/{id}/$validate", "POST", validate_instance, "$validate", "instance"),
     Route("/{type}/{id}/$validate", "GET", validate_instance, "$validate", "instance"),
@@ -298,10 +348,12 @@ ROUTES: tuple[Route, ...] = (
     Route("/{type}/{id}", "GET", read, "read", "instance"),
     Route("/{type}/{id}/{target}", "GET", search_compartment, "search-type", "type"),
     Route("/{type}/{id}", "PUT", update, "update", "instance"),
+    Route("/{type}/{id}", "PATCH", patch, "patch", "instance"),
     Route("/{type}/{id}", "DELETE", delete, "delete", "instance"),
     Route("/{type}", "GET", search_get, "search-type", "type"),
     Route("/{type}", "POST", create, "create", "type"),
     Route("/{type}", "PUT", conditional_update, "update", "type"),
+    Route("/{type}", "PATCH", conditional_patch, "patch", "type"),
     Route("/{type}", "DELETE", conditional_delete, "delete", "type"),
 )
 

@@ -21,7 +21,8 @@ def bundle(type: str, total: int | None, links: dict[str, str], entries: list[di
     }
     if total is not None:
         body["total"] = total
-    body["link"] = [{"relation": relation, "url": url} for relation, url in links.items()]
+    if links:  # FHIR JSON has no empty arrays
+        body["link"] = [{"relation": relation, "url": url} for relation, url in links.items()]
     if entries:
         body["entry"] = entries
     return body

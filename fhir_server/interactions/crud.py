@@ -42,7 +42,7 @@ async def read(ctx: Context, type: str, id: str) -> ResourceVersion:
     if version is None:
         raise error(404, "not-found", f"Resource {type}/{id} is not known")
     if version.deleted:
-        raise _gone(version)
+        raise gone(version)
     return version
 
 
@@ -54,7 +54,7 @@ async def vread(ctx: Context, type: str, id: str, version_id: str) -> ResourceVe
     if version is None:
         raise error(404, "not-found", f"Version {version_id} of {type}/{id} is not known")
     if version.deleted:
-        raise _gone(version)
+        raise gone(version)
     return version
 
 
@@ -62,12 +62,12 @@ async def create(
     ctx: Context, type: str, resource: dict[str, Any], criteria: Sequence[tuple[str, str]] = ()
 ) -> WriteResult:
     """Create with a server-assigned id; with criteria (If-None-Exist) only if none match."""
-    _check_writable(ctx, type)
+    check_writable(ctx, type)
     ctx.validator.check(resource, type)
-    query = _criteria(ctx, type, criteria) if criteria else None
+    query = criteria_query(type, criteria) if criteria else None
     async with ctx.storage.unit_of_work() as uow:
         if query is not None:
-            existing = await _match_one(ctx, uow, query, "create")
+            existing = await match_one(ctx, uow, query, "create")
             if existing is not None:
                 return WriteResult(existing, created=False)
         version = stored_version(resource, type, new_id(), None, "POST")
@@ -79,7 +79,7 @@ async def update(
     ctx: Context, type: str, id: str, resource: dict[str, Any], if_match: int | None
 ) -> WriteResult:
     """PUT [type]/[id]: update, or create with the client's id when it does not exist."""
-    _check_writable(ctx, type)
+    check_writable(ctx, type)
     check_id(id)
     ctx.validator.check(resource, type)
     if resource.get("id") != id:
@@ -92,11 +92,11 @@ async def update(
     for _ in range(MAX_ATTEMPTS):
         try:
             async with ctx.storage.unit_of_work() as uow:
-                return await _put(uow, type, id, resource, if_match)
+                return await put_version(uow, type, id, resource, if_match)
         except VersionConflict:
             if if_match is not None:
-                raise _precondition_failed(type, id, if_match) from None
-    raise _concurrent_change(f"{type}/{id}")
+                raise precondition_failed(type, id, if_match) from None
+    raise concurrent_change(f"{type}/{id}")
 
 
 async def conditional_update(
@@ -107,15 +107,15 @@ async def conditional_update(
     if_match: int | None,
 ) -> WriteResult:
     """PUT [type]?criteria: update the one match, or create when nothing matches."""
-    _check_writable(ctx, type)
+    check_writable(ctx, type)
     ctx.validator.check(resource, type)
-    query = _criteria(ctx, type, criteria)
+    query = criteria_query(type, criteria)
     body_id = resource.get("id")
     if body_id is not None:
         check_id(str(body_id), f"{type}.id")
     try:
         async with ctx.storage.unit_of_work() as uow:
-            match = await _match_one(ctx, uow, query, "update")
+            match = await match_one(ctx, uow, query, "update")
             if match is not None and body_id is not None and body_id != match.id:
                 raise error(
                     400,
@@ -126,54 +126,56 @@ async def conditional_update(
                 )
             id = match.id if match is not None else body_id or new_id()
             resource = {**resource, "id": id}
-            return await _put(uow, type, id, resource, if_match)
+            return await put_version(uow, type, id, resource, if_match)
     except VersionConflict:
-        raise _concurrent_change(f"{type} matching the criteria") from None
+        raise concurrent_change(f"{type} matching the criteria") from None
 
 
 async def delete(ctx: Context, type: str, id: str, if_match: int | None) -> ResourceVersion | None:
     """DELETE [type]/[id]: a deleted version; None when there was nothing to delete."""
-    _check_writable(ctx, type)
+    check_writable(ctx, type)
     check_id(id)
     for _ in range(MAX_ATTEMPTS):
         try:
             async with ctx.storage.unit_of_work() as uow:
                 current = await uow.current(type, id)
                 if if_match is not None and (current is None or current.version != if_match):
-                    raise _precondition_failed(type, id, if_match)
-                return await _delete(uow, current)
+                    raise precondition_failed(type, id, if_match)
+                return await delete_current(uow, current)
         except VersionConflict:
             if if_match is not None:
-                raise _precondition_failed(type, id, if_match) from None
-    raise _concurrent_change(f"{type}/{id}")
+                raise precondition_failed(type, id, if_match) from None
+    raise concurrent_change(f"{type}/{id}")
 
 
 async def conditional_delete(
     ctx: Context, type: str, criteria: Sequence[tuple[str, str]]
 ) -> ResourceVersion | None:
     """DELETE [type]?criteria: deletes the one match (single mode); 412 for several."""
-    _check_writable(ctx, type)
-    query = _criteria(ctx, type, criteria)
+    check_writable(ctx, type)
+    query = criteria_query(type, criteria)
     try:
         async with ctx.storage.unit_of_work() as uow:
-            return await _delete(uow, await _match_one(ctx, uow, query, "delete"))
+            return await delete_current(uow, await match_one(ctx, uow, query, "delete"))
     except VersionConflict:
-        raise _concurrent_change(f"{type} matching the criteria") from None
+        raise concurrent_change(f"{type} matching the criteria") from None
 
 
-async def _put(
+async def put_version(
     uow: UnitOfWork, type: str, id: str, resource: dict[str, Any], if_match: int | None
 ) -> WriteResult:
     current = await uow.current(type, id)
     if if_match is not None and (current is None or current.version != if_match):
-        raise _precondition_failed(type, id, if_match)
+        raise precondition_failed(type, id, if_match)
     method = "PUT"
     version = stored_version(resource, type, id, current, method)
     await uow.put(version, index_entries(type, resource))
     return WriteResult(version, created=current is None or current.deleted)
 
 
-async def _delete(uow: UnitOfWork, current: ResourceVersion | None) -> ResourceVersion | None:
+async def delete_current(
+    uow: UnitOfWork, current: ResourceVersion | None
+) -> ResourceVersion | None:
     if current is None or current.deleted:
         return None
     version = deleted_version(current)
@@ -181,14 +183,14 @@ async def _delete(uow: UnitOfWork, current: ResourceVersion | None) -> ResourceV
     return version
 
 
-def _criteria(ctx: Context, type: str, criteria: Sequence[tuple[str, str]]) -> SearchQuery:
+def criteria_query(type: str, criteria: Sequence[tuple[str, str]]) -> SearchQuery:
     parsed = parse_search(type, criteria)
     if not parsed.query.where:
         raise error(400, "invalid", "A conditional interaction needs search criteria")
     return parsed.query
 
 
-async def _match_one(
+async def match_one(
     ctx: Context, uow: UnitOfWork, query: SearchQuery, interaction: str
 ) -> ResourceVersion | None:
     await uow.lock(criteria_key(query))
@@ -203,23 +205,23 @@ async def _match_one(
     return matches[0] if matches else None
 
 
-def _check_writable(ctx: Context, type: str) -> None:
+def check_writable(ctx: Context, type: str) -> None:
     """Writes obey the principal's access filter as reads do."""
     if not ctx.access.allows(type):
         raise error(403, "forbidden", f"Writing {type} resources is not allowed")
 
 
-def _concurrent_change(what: str) -> FhirError:
+def concurrent_change(what: str) -> FhirError:
     return error(409, "conflict", f"{what} is being changed concurrently; try again")
 
 
-def _precondition_failed(type: str, id: str, if_match: int) -> FhirError:
+def precondition_failed(type: str, id: str, if_match: int) -> FhirError:
     return error(
         412, "conflict", f"If-Match version {if_match} is not the current version of {type}/{id}"
     )
 
 
-def _gone(version: ResourceVersion) -> FhirError:
+def gone(version: ResourceVersion) -> FhirError:
     failure = error(
         410,
         "deleted",

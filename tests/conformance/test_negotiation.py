@@ -71,7 +71,7 @@ async def test_unsupported_route_and_method_are_operation_outcomes(
     not_found = await client.get("/Patient/1/_history/1/extra")
     assert not_found.status_code == 404
     assert not_found.json()["resourceType"] == "OperationOutcome"
-    not_allowed = await client.patch("/metadata", json={})
+    not_allowed = await client.put("/Patient/1/_history/1", json={})  # versions are immutable
     assert not_allowed.status_code == 405
     assert not_allowed.json()["resourceType"] == "OperationOutcome"
 
@@ -82,7 +82,12 @@ async def test_capability_statement_states_what_is_served(client: httpx.AsyncCli
     assert statement["fhirVersion"] == "4.0.1"
     assert statement["kind"] == "instance"
     rest = statement["rest"][0]
-    assert [i["code"] for i in rest["interaction"]] == ["history-system", "search-system"]
+    assert [i["code"] for i in rest["interaction"]] == [
+        "batch",
+        "history-system",
+        "search-system",
+        "transaction",
+    ]
     types = {r["type"]: r for r in rest["resource"]}
     assert len(types) == 146
     patient_caps = types["Patient"]
@@ -91,6 +96,7 @@ async def test_capability_statement_states_what_is_served(client: httpx.AsyncCli
         "read",
         "vread",
         "update",
+        "patch",
         "delete",
         "create",
         "search-type",
@@ -103,7 +109,6 @@ async def test_capability_statement_states_what_is_served(client: httpx.AsyncCli
     assert {"identifier", "name", "family", "gender", "birthdate", "address-city"} <= names
     common = {p["name"] for p in rest["searchParam"]}
     assert {"_id", "_lastUpdated", "_tag", "_profile", "_security", "_source"} <= common
-    assert "patch" not in codes  # PATCH is not served yet, so it is not claimed
 
 
 async def test_capability_statement_is_a_valid_resource(client: httpx.AsyncClient) -> None:
