@@ -14,19 +14,18 @@ from typing import Any
 from fhir_server.resource_types import is_resource_type
 
 
-def references(value: Any) -> set[str]:
-    """Every `reference` string in a resource."""
-    found: set[str] = set()
+def holders(value: Any) -> list[dict[str, Any]]:
+    """Every object in a resource with a `reference` string (a Reference, in practice)."""
+    found: list[dict[str, Any]] = []
     stack = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, dict):
-            reference = item.get("reference")
-            if isinstance(reference, str):
-                found.add(reference)
-            stack.extend(v for v in item.values() if isinstance(v, dict | list))
-        elif isinstance(item, list):
-            stack.extend(v for v in item if isinstance(v, dict | list))
+        if type(item) is dict:
+            if type(item.get("reference")) is str:
+                found.append(item)
+            stack.extend(v for v in item.values() if type(v) is dict or type(v) is list)
+        elif type(item) is list:
+            stack.extend(v for v in item if type(v) is dict or type(v) is list)
     return found
 
 
@@ -36,28 +35,17 @@ def is_conditional(reference: str) -> bool:
     return bool(question) and is_resource_type(head)
 
 
-def rewrite(value: Any, mapping: dict[str, str]) -> None:
-    """Replace, in place, each `reference` found in `mapping` by its `Type/id`."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            reference = item.get("reference")
-            if isinstance(reference, str) and reference in mapping:
-                item["reference"] = mapping[reference]
-            stack.extend(v for v in item.values() if isinstance(v, dict | list))
-        elif isinstance(item, list):
-            stack.extend(v for v in item if isinstance(v, dict | list))
-
-
 async def resolve_all(
     resource: dict[str, Any],
     mapping: dict[str, str],
     resolve: Callable[[str], Awaitable[str]],
 ) -> None:
-    """Add to `mapping` the conditional references of `resource` (`resolve` searches), then
-    rewrite the resource."""
-    for reference in sorted(references(resource)):
-        if reference not in mapping and is_conditional(reference):
+    """Rewrite, in place, every reference `mapping` knows (fullUrl -> Type/id), and every
+    conditional one (`resolve` searches; the answer joins `mapping`)."""
+    for holder in holders(resource):
+        reference = holder["reference"]
+        if reference not in mapping:
+            if not is_conditional(reference):
+                continue
             mapping[reference] = await resolve(reference)
-    rewrite(resource, mapping)
+        holder["reference"] = mapping[reference]

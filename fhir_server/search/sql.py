@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from fhir_server.errors import error
+from fhir_server.search.normalise import fold
 from fhir_server.search.query import (
     AnyOf,
     Chain,
@@ -134,7 +135,8 @@ def _compile(condition: Condition, type: str, a: str, probe: bool) -> SQL:
             )
         case StringMatch(param=param, value=value, mode=mode):
             if mode == "exact":
-                return _owner(probe, a, "idx_string", type, param, "x.exact = ?", [value])
+                predicate = "x.value = ? AND x.exact = ?"  # the folded value finds it
+                return _owner(probe, a, "idx_string", type, param, predicate, [fold(value), value])
             if mode == "contains":
                 return _owner(probe, a, "idx_string", type, param, "instr(x.value, ?) > 0", [value])
             return _owner(

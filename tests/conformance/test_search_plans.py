@@ -31,6 +31,9 @@ QUERIES = [
     ("Appointment", [("actor", "Organization/o1"), ("_sort", "-date")]),
     ("Observation", [("component-code-value-quantity", "http://loinc.org|8480-6$gt140")]),
     ("StructureDefinition", [("url", "http://sip-fhir.se/fhir/StructureDefinition/x")]),
+    ("CarePlan", [("instantiates-canonical", "http://example.org/PlanDefinition/sip")]),
+    ("Patient", [("identifier", "http://electronichealth.se/identifier/personnummer|")]),
+    ("Patient", [("name:exact", "Åsa")]),
 ]
 
 

@@ -48,14 +48,16 @@ SCHEMA = (
         system TEXT,
         code TEXT
     )""",
+    # `system|code` and `|code` use the code index; a bare `system|` searches within the
+    # parameter's range of it (rare, so no second index to update on every write).
     "CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (type, param, code, system, id)",
-    "CREATE INDEX IF NOT EXISTS idx_token_system ON idx_token (type, param, system, code, id)",
     "CREATE INDEX IF NOT EXISTS idx_token_by_owner ON idx_token (type, id, param, code, system)",
     *(
         statement
         for table, columns, keys in (
             ("idx_text", "value TEXT NOT NULL", ("value",)),
-            ("idx_string", "value TEXT NOT NULL, exact TEXT NOT NULL", ("value", "exact")),
+            # `:exact` looks up the folded value too (value = fold(exact)), then compares.
+            ("idx_string", "value TEXT NOT NULL, exact TEXT NOT NULL", ("value",)),
             ("idx_date", "lo TEXT NOT NULL, hi TEXT NOT NULL", ("lo, hi", "hi")),
             ("idx_number", "lo REAL NOT NULL, hi REAL NOT NULL", ("lo, hi", "hi")),
             (
@@ -66,7 +68,7 @@ SCHEMA = (
             (
                 "idx_reference",
                 "target_type TEXT, target_id TEXT, target_version TEXT, url TEXT",
-                ("target_id, target_type", "url", "target_type"),
+                ("target_id, target_type",),
             ),
             ("idx_uri", "value TEXT NOT NULL", ("value",)),
         )
@@ -74,8 +76,9 @@ SCHEMA = (
             f"CREATE TABLE IF NOT EXISTS {table} "
             f"(type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, {columns})",
             # Covering: a per-resource probe or sort value never reads the table row.
+            # References are never probed (their lists drive a search): owner only.
             f"CREATE INDEX IF NOT EXISTS {table}_by_owner ON {table} "
-            f"(type, id, param, {_names(columns)})",
+            f"(type, id, param{'' if table == 'idx_reference' else ', ' + _names(columns)})",
             *(
                 f"CREATE INDEX IF NOT EXISTS {table}_{i} ON {table} (type, param, {key}, id)"
                 for i, key in enumerate(keys)
@@ -91,6 +94,9 @@ SCHEMA = (
     "(type, param, comp, code, system, id, grp)",
     "CREATE INDEX IF NOT EXISTS idx_composite_by_owner ON idx_composite "
     "(type, id, param, grp, comp)",
+    # Canonical references (`instantiates-canonical=…`): only rows that have a url.
+    "CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (type, param, url, id) "
+    "WHERE url IS NOT NULL",
     # Reverse chains and _revinclude look references up by target.
     "CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference "
     "(target_type, target_id, type, param, id)",
