@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fhir_server.errors import error
 from fhir_server.resource_types import is_resource_type
+
+PLACEHOLDERS = ("urn:uuid:", "urn:oid:")  # temporary ids: only meaningful inside the bundle
 
 
 def holders(value: Any) -> list[dict[str, Any]]:
@@ -45,6 +48,11 @@ async def resolve_all(
     for holder in holders(resource):
         reference = holder["reference"]
         if reference not in mapping:
+            if reference.startswith(PLACEHOLDERS):
+                raise error(
+                    400, "not-found",
+                    f"Reference '{reference}' names no entry of this transaction (fullUrl)",
+                )  # fmt: skip
             if not is_conditional(reference):
                 continue
             mapping[reference] = await resolve(reference)

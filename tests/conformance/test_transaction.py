@@ -137,6 +137,18 @@ async def test_failing_last_entry_leaves_no_trace(client: httpx.AsyncClient) -> 
     assert search.json().get("entry", []) == []
 
 
+async def test_reference_to_a_placeholder_no_entry_has_fails_the_transaction(
+    client: httpx.AsyncClient,
+) -> None:
+    before = await snapshot(client)
+    response = await client.post(
+        "/", json=transaction(entry(encounter(urn()), "POST", "Encounter"))
+    )
+    assert response.status_code == 400, response.text
+    assert "names no entry" in response.json()["issue"][0]["diagnostics"]
+    assert await snapshot(client) == before
+
+
 async def test_processing_order_is_delete_post_put_then_get(client: httpx.AsyncClient) -> None:
     """The GET entry comes first in the bundle but sees the writes; the DELETE runs before
     the PUT that creates a resource of the same identifier."""
