@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     max_bundle_entries: int = Field(
         default=10_000, description="Batch and transaction Bundles with more entries get 413."
     )
+    max_bundle_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        description="Batch and transaction Bundles larger than this get 413 (10,000 entries "
+        "of ~2 KB resources need ~20 MB).",
+    )
     default_page_size: int = 20
     max_page_size: int = 1000
 

@@ -328,7 +328,7 @@ async def bundle_post(request: Request) -> Response:
     """`POST [base]`: a batch or transaction Bundle; the response Bundle says what happened."""
     pretty = check_response_format(request)
     ctx = context(request)
-    body = await read_resource(request, ctx.settings.max_body_bytes)
+    body = await read_resource(request, ctx.settings.max_bundle_bytes)
     return json_response(await process_bundle(ctx, body), 200, pretty=pretty)
 
 
