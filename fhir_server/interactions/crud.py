@@ -9,9 +9,9 @@ the engine's unique (type, id, version) catches the writer that lost a race.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from fhir_server.errors import FhirError, error
 from fhir_server.interactions.context import Context
@@ -23,6 +23,7 @@ from fhir_server.storage.port import ResourceVersion, UnitOfWork, VersionConflic
 
 ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 MAX_ATTEMPTS = 5
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,14 +90,9 @@ async def update(
             f"Resource id '{resource.get('id')}' must equal the URL's id '{id}'",
             f"{type}.id",
         )
-    for _ in range(MAX_ATTEMPTS):
-        try:
-            async with ctx.storage.unit_of_work() as uow:
-                return await put_version(uow, type, id, resource, if_match)
-        except VersionConflict:
-            if if_match is not None:
-                raise precondition_failed(type, id, if_match) from None
-    raise concurrent_change(f"{type}/{id}")
+    return await retried(
+        ctx, type, id, if_match, lambda uow: put_version(uow, type, id, resource, if_match)
+    )
 
 
 async def conditional_update(
@@ -135,17 +131,14 @@ async def delete(ctx: Context, type: str, id: str, if_match: int | None) -> Reso
     """DELETE [type]/[id]: a deleted version; None when there was nothing to delete."""
     check_writable(ctx, type)
     check_id(id)
-    for _ in range(MAX_ATTEMPTS):
-        try:
-            async with ctx.storage.unit_of_work() as uow:
-                current = await uow.current(type, id)
-                if if_match is not None and (current is None or current.version != if_match):
-                    raise precondition_failed(type, id, if_match)
-                return await delete_current(uow, current)
-        except VersionConflict:
-            if if_match is not None:
-                raise precondition_failed(type, id, if_match) from None
-    raise concurrent_change(f"{type}/{id}")
+
+    async def step(uow: UnitOfWork) -> ResourceVersion | None:
+        current = await uow.current(type, id)
+        if if_match is not None and (current is None or current.version != if_match):
+            raise precondition_failed(type, id, if_match)
+        return await delete_current(uow, current)
+
+    return await retried(ctx, type, id, if_match, step)
 
 
 async def conditional_delete(
@@ -181,6 +174,27 @@ async def delete_current(
     version = deleted_version(current)
     await uow.put(version, ())
     return version
+
+
+async def retried(
+    ctx: Context,
+    type: str,
+    id: str,
+    if_match: int | None,
+    step: Callable[[UnitOfWork], Awaitable[T]],
+) -> T:
+    """`step` in a unit of work, run again when another writer took the version first.
+
+    With If-Match the client pinned that version, so losing the race is 412 at once.
+    """
+    for _ in range(MAX_ATTEMPTS):
+        try:
+            async with ctx.storage.unit_of_work() as uow:
+                return await step(uow)
+        except VersionConflict:
+            if if_match is not None:
+                raise precondition_failed(type, id, if_match) from None
+    raise concurrent_change(f"{type}/{id}")
 
 
 def criteria_query(type: str, criteria: Sequence[tuple[str, str]]) -> SearchQuery:

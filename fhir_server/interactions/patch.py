@@ -25,7 +25,6 @@ from fhir_server import fhirjson
 from fhir_server.errors import FhirError, error
 from fhir_server.interactions.context import Context
 from fhir_server.interactions.crud import (
-    MAX_ATTEMPTS,
     WriteResult,
     check_id,
     check_writable,
@@ -34,6 +33,7 @@ from fhir_server.interactions.crud import (
     gone,
     match_one,
     precondition_failed,
+    retried,
 )
 from fhir_server.interactions.versions import stored_version
 from fhir_server.patch import Patch, parse_patch
@@ -48,17 +48,14 @@ async def patch(
     check_writable(ctx, type)
     check_id(id)
     document = parse_patch(body, media_type)
-    for _ in range(MAX_ATTEMPTS):
-        try:
-            async with ctx.storage.unit_of_work() as uow:
-                current = await uow.current(type, id)
-                if current is None:
-                    raise error(404, "not-found", f"Resource {type}/{id} is not known")
-                return await patch_version(ctx, uow, current, document, if_match)
-        except VersionConflict:
-            if if_match is not None:
-                raise precondition_failed(type, id, if_match) from None
-    raise concurrent_change(f"{type}/{id}")
+
+    async def step(uow: UnitOfWork) -> WriteResult:
+        current = await uow.current(type, id)
+        if current is None:
+            raise error(404, "not-found", f"Resource {type}/{id} is not known")
+        return await patch_version(ctx, uow, current, document, if_match)
+
+    return await retried(ctx, type, id, if_match, step)
 
 
 async def conditional_patch(

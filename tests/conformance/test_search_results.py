@@ -9,6 +9,7 @@ SIP category, so the SIP CarePlan profile does not apply to them.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -239,15 +240,25 @@ async def test_include_without_iterate_stops_after_the_first_hop(
 # --- 4. Paging while data changes -------------------------------------------------------------
 
 
+def _original(i: int) -> dict[str, Any]:
+    return patient(f"19500101{i:04d}", f"Original{i:02d}")
+
+
+def _newcomer(page: int, i: int) -> dict[str, Any]:
+    return patient(f"19600101{page}{i:03d}", f"Aaanew{page}{i:03d}")  # sorts before originals
+
+
 async def _page_through_while_creating(
-    client: httpx.AsyncClient, params: dict[str, str]
+    client: httpx.AsyncClient,
+    params: dict[str, Any],
+    original: Callable[[int], dict[str, Any]] = _original,
+    newcomer: Callable[[int, int], dict[str, Any]] = _newcomer,
+    newcomers: int = 50,
 ) -> tuple[list[str], list[str]]:
-    """25 Patients, then pages of 10; 50 new Patients are created after each of the first two
-    pages (by family they sort before every original; their random ids fall on both sides of
-    the keyset cursor).  Returns the original ids and every match id seen, in order."""
-    originals = [
-        await _create(client, patient(f"19500101{i:04d}", f"Original{i:02d}")) for i in range(25)
-    ]
+    """25 Patients, then pages of 10; `newcomers` new Patients are created after each of the
+    first two pages (their random ids fall on both sides of the keyset cursor).  Returns the
+    original ids and every match id seen, in order."""
+    originals = [await _create(client, original(i)) for i in range(25)]
     seen: list[str] = []
     url: str | None = "/Patient"
     query: Any = {"_count": "10", **params}
@@ -257,8 +268,8 @@ async def _page_through_while_creating(
         seen += [id for mode, _, id in _entries(bundle) if mode == "match"]
         pages += 1
         if pages <= 2:
-            for i in range(50):
-                await _create(client, patient(f"19600101{pages}{i:03d}", f"Aaanew{pages}{i:03d}"))
+            for i in range(newcomers):
+                await _create(client, newcomer(pages, i))
         url, query = _link(bundle, "next"), None
         assert pages < 50, "paging does not end"
     return originals, seen
@@ -293,31 +304,19 @@ async def test_date_window_paging_visits_each_original_once_while_patients_are_c
     """A date window (`birthdate=ge…&birthdate=lt…`) is the search SQLite walks in date order
     (latest first) rather than by id; its keyset pages must hold as well.  The new Patients
     have birth dates inside the window, on both sides of the cursor."""
-    originals = [
-        await _create(
-            client,
-            patient(
-                f"1950{i:04d}0000", f"Window{i}", birthDate=f"1950-{1 + i % 12:02d}-{1 + i:02d}"
-            ),
-        )
-        for i in range(25)
-    ]
     await _create(client, patient("194912310000", "Before", birthDate="1949-12-31"))
     await _create(client, patient("195101010000", "After", birthDate="1951-01-01"))
-    seen: list[str] = []
-    url: str | None = "/Patient"
-    query: Any = {"birthdate": ["ge1950-01-01", "lt1951-01-01"], "_count": "10"}
-    pages = 0
-    while url:
-        bundle = await _search(client, url, query)
-        seen += [id for mode, _, id in _entries(bundle) if mode == "match"]
-        pages += 1
-        if pages <= 2:
-            for i in range(10):
-                day = f"1950-{1 + (i + pages) % 12:02d}-{10 + i:02d}"
-                await _create(client, patient(f"1950{pages}{i:03d}0000", "New", birthDate=day))
-        url, query = _link(bundle, "next"), None
-        assert pages < 20, "paging does not end"
+
+    def original(i: int) -> dict[str, Any]:
+        day = f"1950-{1 + i % 12:02d}-{1 + i:02d}"
+        return patient(f"1950{i:04d}0000", f"Window{i}", birthDate=day)
+
+    def newcomer(page: int, i: int) -> dict[str, Any]:
+        day = f"1950-{1 + (i + page) % 12:02d}-{10 + i:02d}"
+        return patient(f"1950{page}{i:03d}0000", "New", birthDate=day)
+
+    window = {"birthdate": ["ge1950-01-01", "lt1951-01-01"]}
+    originals, seen = await _page_through_while_creating(client, window, original, newcomer, 10)
     assert _skips_and_repeats(originals, seen) == ([], [])
     assert [id for id, n in Counter(seen).items() if n > 1] == []
 
