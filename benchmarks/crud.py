@@ -107,6 +107,18 @@ def careplan(rng: random.Random, patient_id: str) -> dict[str, Any]:
         "description": "Samordning mellan kommun och region efter utskrivning från slutenvården.",
         "subject": {"reference": f"Patient/{patient_id}"},
         "period": {"start": start.isoformat()},
+        "extension": [  # R-SIP-08: the follow-up, decided when the plan is made
+            {
+                "url": "http://sip-fhir.se/fhir/StructureDefinition/sip-follow-up",
+                "extension": [
+                    {"url": "date", "valueDate": (start + timedelta(days=90)).isoformat()},
+                    {
+                        "url": "responsible",
+                        "valueReference": {"reference": "Organization/hemsjukvard"},
+                    },
+                ],
+            }
+        ],
         "author": {"display": "Samordningsansvarig, hemsjukvården"},
         "goal": [{"display": "Huvudmål: bo kvar hemma tryggt"}],
         "activity": [

@@ -123,6 +123,29 @@ def luhn_digit(nine: str) -> str:
     return str((10 - total % 10) % 10)
 
 
+SIP_PROFILES = "http://sip-fhir.se/fhir/StructureDefinition"
+
+
+def follow_up_extension(when: date, responsible: str) -> dict[str, Any]:
+    """The SIP follow-up (R-SIP-08): its date and who answers for it."""
+    return {
+        "url": f"{SIP_PROFILES}/sip-follow-up",
+        "extension": [
+            {"url": "date", "valueDate": when.isoformat()},
+            {"url": "responsible", "valueReference": {"reference": responsible}},
+        ],
+    }
+
+
+def closure_extension(code: str, display: str) -> dict[str, Any]:
+    """Why a SIP was closed (R-SIP-10)."""
+    system = "http://sip-fhir.se/fhir/CodeSystem/sip-plan-closure-reason"
+    return {
+        "url": f"{SIP_PROFILES}/sip-closure-reason",
+        "valueCodeableConcept": {"coding": [coding(system, code, display)]},
+    }
+
+
 def narrative(*lines: str) -> dict[str, str]:
     body = "".join(f"<p>{escape(line, quote=False)}</p>" for line in lines)
     return {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{body}</div>'}
@@ -329,11 +352,20 @@ class _Builder:
         period: dict[str, str] = {"start": start.isoformat()}
         if status == "completed" or rng.random() < 0.5:
             period["end"] = (start + timedelta(days=rng.choice([90, 180, 365]))).isoformat()
+        extensions = []
+        if status != "draft":  # R-SIP-08: decided when the plan is made
+            follow_up = start + timedelta(days=rng.choice([30, 90, 180]))
+            extensions.append(
+                follow_up_extension(follow_up, f"Organization/unit-{rng.randrange(40)}")
+            )
+        if status == "completed":  # R-SIP-10
+            extensions.append(closure_extension("mal-uppfyllda", "Mål uppfyllda"))
         return {
             "resourceType": "CarePlan",
             "text": narrative(
                 f"SIP för {subject['display']}", *[a["detail"]["code"]["text"] for a in activities]
             ),
+            **({"extension": extensions} if extensions else {}),
             "status": status,
             "intent": "plan",
             "category": [{"coding": [SIP_CATEGORY]}],

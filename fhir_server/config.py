@@ -8,6 +8,8 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
+"""ConceptMaps from the Lifecare SP and SAMSA vocabulary, and their source CodeSystems."""
 
 
 class Settings(BaseSettings):
@@ -29,9 +31,9 @@ class Settings(BaseSettings):
     base_path: str = Field(default="/fhir", description="Path the FHIR API is served under.")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, description="Larger bodies get 413.")
     profile_dirs: list[Path] = Field(
-        default=[PROFILES_DIR],
-        description="Directories of conformance resources (profiles, value sets, code systems) "
-        "loaded and enforced at start-up; a JSON list in FHIR_PROFILE_DIRS.",
+        default=[PROFILES_DIR, MAPPINGS_DIR],
+        description="Directories of conformance resources (profiles, value sets, code systems, "
+        "concept maps) loaded and enforced at start-up; a JSON list in FHIR_PROFILE_DIRS.",
     )
     max_bundle_entries: int = Field(
         default=10_000, description="Batch and transaction Bundles with more entries get 413."

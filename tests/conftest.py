@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from fhir_server.api.app import create_app
-from fhir_server.config import PROFILES_DIR, Settings
+from fhir_server.config import MAPPINGS_DIR, PROFILES_DIR, Settings
 from fhir_server.storage.port import Storage
 
 MONGODB_URI = os.environ.get("FHIR_TEST_MONGODB_URI")
@@ -69,9 +69,8 @@ TEST_PROFILES = Path(__file__).parent / "profiles"
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Default settings plus `tests/profiles`: test profiles that exercise every feature."""
-    return Settings(
-        sqlite_path=tmp_path / "fhir.sqlite3", profile_dirs=[PROFILES_DIR, TEST_PROFILES]
-    )
+    dirs = [PROFILES_DIR, MAPPINGS_DIR, TEST_PROFILES]
+    return Settings(sqlite_path=tmp_path / "fhir.sqlite3", profile_dirs=dirs)
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir_server.validation.conformance import KINDS
+
 PERSONNUMMER = "http://electronichealth.se/identifier/personnummer"
 HSA_ID = "urn:oid:1.2.752.29.4.19"
 
@@ -30,7 +32,7 @@ def care_plan(patient_ref: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-CONFORMANCE_TYPES = {"StructureDefinition", "ValueSet", "CodeSystem", "SearchParameter"}
+CONFORMANCE_TYPES = set(KINDS)  # what the server publishes from profiles/ and mappings/
 
 
 async def stored_data(client: Any) -> list[dict[str, Any]]:

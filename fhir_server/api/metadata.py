@@ -18,7 +18,21 @@ from fhir_server.search.registry import SearchParam, search_params
 STARTED = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-OPERATIONS = {"$validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
+OPERATIONS = {
+    "$translate": "http://hl7.org/fhir/OperationDefinition/ConceptMap-translate",
+    "$validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+}
+
+
+def operations_by_type() -> dict[str | None, set[str]]:
+    """Operations per resource type, from the routes: a `/{type}/…` route serves every type
+    (key None), a `/ConceptMap/…` route only its own."""
+    out: dict[str | None, set[str]] = {}
+    for route in ROUTES:
+        if route.interaction.startswith("$"):
+            first = route.path.split("/")[1]
+            out.setdefault(None if first == "{type}" else first, set()).add(route.interaction)
+    return out
 
 
 def capability_statement(
@@ -32,8 +46,14 @@ def capability_statement(
     if "transaction" in system_interactions:
         system_interactions.add("batch")  # the same POST [base] route answers both
     system_interactions = sorted(system_interactions)
+    operations = operations_by_type()
     resources = [
-        resource_capability(name, type_interactions, (profiles or {}).get(name, []))
+        resource_capability(
+            name,
+            type_interactions,
+            (profiles or {}).get(name, []),
+            sorted(operations.get(None, set()) | operations.get(name, set())),
+        )
         for name in sorted(resource_types())
     ]
     return {
@@ -64,7 +84,9 @@ def capability_statement(
     }
 
 
-def resource_capability(name: str, interactions: list[str], profiles: list[str]) -> dict[str, Any]:
+def resource_capability(
+    name: str, interactions: list[str], profiles: list[str], operations: list[str]
+) -> dict[str, Any]:
     capability: dict[str, Any] = {"type": name}
     if profiles:
         capability["supportedProfile"] = sorted(profiles)
@@ -73,9 +95,10 @@ def resource_capability(name: str, interactions: list[str], profiles: list[str])
     params = [_param_capability(p) for p in search_params(name).values() if p.name[0] != "_"]
     if params:  # FHIR JSON allows no empty arrays
         capability["searchParam"] = params
-    capability["operation"] = [
-        {"name": op.removeprefix("$"), "definition": url} for op, url in OPERATIONS.items()
-    ]
+    if operations:
+        capability["operation"] = [
+            {"name": op.removeprefix("$"), "definition": OPERATIONS[op]} for op in operations
+        ]
     return capability
 
 

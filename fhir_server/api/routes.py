@@ -34,6 +34,7 @@ from fhir_server.interactions.history import history
 from fhir_server.interactions.search import search_system, search_type
 from fhir_server.interactions.subsetting import parse_subset, subset
 from fhir_server.interactions.transaction import process_bundle
+from fhir_server.interactions.translate import read_request, translate
 from fhir_server.interactions.validate import unpack, validate
 from fhir_server.interactions.versions import parse_instant
 from fhir_server.patch import MEDIA_TYPES as PATCH_MEDIA_TYPES
@@ -307,6 +308,25 @@ async def _validate(request: Request, id: str | None) -> Response:
     return json_response(operation_outcome(issues), 200, pretty=pretty)
 
 
+async def translate_type(request: Request) -> Response:
+    return await _translate(request, None)
+
+
+async def translate_instance(request: Request) -> Response:
+    return await _translate(request, request.path_params["id"])
+
+
+async def _translate(request: Request, id: str | None) -> Response:
+    """`$translate`: parameters in the query (GET) or a Parameters body (POST)."""
+    pretty = check_response_format(request)
+    ctx = context(request)
+    body = None
+    if request.method == "POST":
+        body = await read_resource(request, ctx.settings.max_body_bytes)
+    ask = read_request(ctx, query_pairs(request), body)
+    return json_response(await translate(ctx, ask, id), 200, pretty=pretty)
+
+
 def _not_modified(request: Request, version: ResourceVersion, headers: dict[str, str]) -> bool:
     """Conditional read: If-None-Match (ETag) or If-Modified-Since (second precision)."""
     none_match = request.headers.get("if-none-match")
@@ -338,6 +358,12 @@ ROUTES: tuple[Route, ...] = (
     Route("/{type}/$validate", "POST", validate_type, "$validate", "type"),
     Route("/{type}/{id}/$validate", "POST", validate_instance, "$validate", "instance"),
     Route("/{type}/{id}/$validate", "GET", validate_instance, "$validate", "instance"),
+    # Before `/{type}/{id}` and `/{type}/{id}/{target}`, which would take `$translate` as an id
+    # or a compartment type.
+    Route("/ConceptMap/$translate", "GET", translate_type, "$translate", "type"),
+    Route("/ConceptMap/$translate", "POST", translate_type, "$translate", "type"),
+    Route("/ConceptMap/{id}/$translate", "GET", translate_instance, "$translate", "instance"),
+    Route("/ConceptMap/{id}/$translate", "POST", translate_instance, "$translate", "instance"),
     Route("/_history", "GET", history_system, "history-system", "system"),
     Route("/", "GET", search_system_get, "search-system", "system"),
     Route("", "GET", search_system_get, "search-system", "system"),

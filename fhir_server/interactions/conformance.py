@@ -28,9 +28,10 @@ _SERVER_META = ("versionId", "lastUpdated")
 
 
 async def publish_conformance(storage: Storage, conformance: Conformance) -> None:
-    for resource in conformance.resources:
-        rtype, rid = resource["resourceType"], resource["id"]
-        async with storage.unit_of_work() as uow:
+    """All in one unit of work: one commit (one fsync) at start-up, not one per artefact."""
+    async with storage.unit_of_work() as uow:
+        for resource in conformance.resources:
+            rtype, rid = resource["resourceType"], resource["id"]
             current = await uow.current(rtype, rid)
             unchanged = current is not None and current.json is not None
             if unchanged and _content(orjson.loads(current.json)) == _content(resource):

@@ -1,10 +1,13 @@
-"""The conformance resources in `profiles/`: loaded once at start-up, validated, indexed.
+"""The conformance resources in `profiles/` and `mappings/`: loaded once at start-up, validated,
+indexed.
 
-Why: the SIP rules live as data (StructureDefinitions, ValueSets, CodeSystems, …) so that an
-implementer reads the same artefacts the server enforces.  Each file is checked against R4
-before use; a broken artefact stops the start-up instead of silently weakening validation.
-Value sets are expanded here from local CodeSystems (whole system or listed concepts) and
-from the base specification's expansions.
+Why: the SIP rules live as data (StructureDefinitions, ValueSets, CodeSystems, ConceptMaps, …)
+so that an implementer reads the same artefacts the server enforces.  Each file is checked
+against R4 before use; a broken artefact stops the start-up instead of silently weakening
+validation.  A ConceptMap must name only codes its local source and target CodeSystems define,
+so a renamed code cannot leave a map translating to nothing.  Value sets are expanded here from
+local CodeSystems (whole system or listed concepts) and from the base specification's
+expansions.
 """
 
 from __future__ import annotations
@@ -24,11 +27,17 @@ TRIGGER_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition/profile-trigger"
 """On a profile: a FHIRPath expression; a resource of the profile's type for which it is true
 must conform to the profile even if it does not claim it in `meta.profile`."""
 
-KINDS = ("StructureDefinition", "ValueSet", "CodeSystem", "SearchParameter")
+KINDS = ("StructureDefinition", "ValueSet", "CodeSystem", "SearchParameter", "ConceptMap", "Basic")
+"""`Basic` only as an R4 SubscriptionTopic (see `canonical_url`)."""
+
+TOPIC_URL_EXTENSION = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic.url"
+"""R4 has no SubscriptionTopic: the Subscriptions R5 Backport IG writes one as a `Basic` with
+code `http://hl7.org/fhir/fhir-types#SubscriptionTopic` and the R5 elements as cross-version
+extensions, its canonical url in this one."""
 
 
 class ConformanceError(Exception):
-    """A file in `profiles/` is not a valid, usable conformance resource."""
+    """A file in `profiles/` or `mappings/` is not a valid, usable conformance resource."""
 
 
 @dataclass(slots=True)
@@ -142,6 +151,7 @@ def _codes(url: str, codes: dict[str, set[str]]) -> ValueSetCodes:
 def load_conformance(directories: list[Path]) -> Conformance:
     """Read every `*.json` conformance resource under the directories (README etc. ignored)."""
     loaded = Conformance()
+    concept_maps: list[tuple[dict[str, Any], Path]] = []
     for directory in directories:
         if not directory.is_dir():
             continue
@@ -149,7 +159,38 @@ def load_conformance(directories: list[Path]) -> Conformance:
             resource = _read(path)
             if resource is not None:
                 _add(loaded, resource, path)
+                if resource["resourceType"] == "ConceptMap":
+                    concept_maps.append((resource, path))
+    for concept_map, path in concept_maps:  # once every CodeSystem is loaded
+        _check_codes(loaded, concept_map, path)
     return loaded
+
+
+def _check_codes(loaded: Conformance, concept_map: dict[str, Any], path: Path) -> None:
+    """Each source and target code must exist in its CodeSystem when that is loaded here."""
+    for g, group in enumerate(concept_map.get("group", [])):
+        systems = {"source": group.get("source"), "target": group.get("target")}
+        known = {side: _local_codes(loaded, url) for side, url in systems.items()}
+        for e, element in enumerate(group.get("element", [])):
+            where = f"ConceptMap.group[{g}].element[{e}]"
+            found = [("source", where, element.get("code"))]
+            found += [
+                ("target", f"{where}.target[{t}]", target.get("code"))
+                for t, target in enumerate(element.get("target", []))
+            ]
+            for side, location, code in found:
+                codes = known[side]
+                if code is not None and codes is not None and code not in codes:
+                    message = f"{location}.code '{code}' is not a code of {systems[side]}"
+                    raise ConformanceError(f"{path}: {message}")
+
+
+def _local_codes(loaded: Conformance, url: str | None) -> set[str] | None:
+    """The codes of a complete CodeSystem loaded here; None when it is not one."""
+    codesystem = loaded.by_url.get(url or "")
+    if codesystem is None or codesystem["resourceType"] != "CodeSystem":
+        return None
+    return _all_codes(codesystem) if codesystem.get("content") == "complete" else None
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -167,10 +208,22 @@ def _add(loaded: Conformance, resource: dict[str, Any], path: Path) -> None:
     if errors:
         problems = "; ".join(f"{i.expression}: {i.message}" for i in errors[:5])
         raise ConformanceError(f"{path}: not a valid R4 {resource['resourceType']}: {problems}")
-    url = resource.get("url")
+    url = canonical_url(resource)
     if not isinstance(url, str) or not isinstance(resource.get("id"), str):
         raise ConformanceError(f"{path}: a conformance resource needs an id and a url")
     if url in loaded.by_url:
         raise ConformanceError(f"{path}: {url} is defined twice")
     loaded.resources.append(resource)
     loaded.by_url[url] = resource
+
+
+def canonical_url(resource: dict[str, Any]) -> Any:
+    """`url`; for a `Basic` SubscriptionTopic the value of its url extension."""
+    if resource["resourceType"] != "Basic":
+        return resource.get("url")
+    found = [
+        e.get("valueUri")
+        for e in resource.get("extension") or ()
+        if isinstance(e, dict) and e.get("url") == TOPIC_URL_EXTENSION
+    ]
+    return found[0] if len(found) == 1 else None

@@ -6,6 +6,7 @@ object.  It is built once at start-up from the configured profile directories.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,9 @@ class Validator:
 
     @classmethod
     def from_directories(cls, directories: list[Path]) -> Validator:
-        return cls(load_conformance(directories))
+        """The validator of these directories' files; built once per process while the files
+        stay the same (an app per test would otherwise re-check every profile each time)."""
+        return _validator(_fingerprint(directories))
 
     def validate(
         self, resource: Any, expected_type: str | None = None, profile: str | None = None
@@ -90,3 +93,21 @@ class Validator:
                 raise error(400, errors[0].code, errors[0].diagnostics, "resourceType")
             raise FhirError(status, errors)
         return str(resource["resourceType"])
+
+
+Fingerprint = tuple[tuple[str, ...], tuple[tuple[str, int, int], ...]]
+
+
+def _fingerprint(directories: list[Path]) -> Fingerprint:
+    files = sorted(
+        (str(path), stat.st_mtime_ns, stat.st_size)
+        for directory in directories
+        for path in Path(directory).rglob("*.json")
+        for stat in (path.stat(),)
+    )
+    return tuple(str(d) for d in directories), tuple(files)
+
+
+@lru_cache(maxsize=8)
+def _validator(fingerprint: Fingerprint) -> Validator:
+    return Validator(load_conformance([Path(d) for d in fingerprint[0]]))

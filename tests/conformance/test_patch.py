@@ -414,6 +414,18 @@ async def test_patch_breaking_a_profile_is_422(client: httpx.AsyncClient) -> Non
                 ]
             }
         ],
+        "extension": [
+            {
+                "url": "http://sip-fhir.se/fhir/StructureDefinition/sip-follow-up",
+                "extension": [
+                    {"url": "date", "valueDate": "2027-01-19"},
+                    {
+                        "url": "responsible",
+                        "valueReference": {"reference": "Organization/home-care"},
+                    },
+                ],
+            }
+        ],
         "subject": {"reference": "Patient/p1"},
         "author": {"reference": "PractitionerRole/coordinator"},
         "goal": [{"reference": "Goal/main"}],

@@ -19,6 +19,13 @@ TEST_APPOINTMENT = f"{BASE}/StructureDefinition/test-appointment"
 MEETING_FORM = f"{BASE}/StructureDefinition/test-meeting-form"
 SIP_CAREPLAN = f"{BASE}/StructureDefinition/sip-careplan"
 INERA_PLAN_TYPE = "https://fhir.inera.se/CodeSystem/typeofcareplan-cs"
+FOLLOW_UP = {  # R-SIP-08: the follow-up date and who answers for it
+    "url": f"{BASE}/StructureDefinition/sip-follow-up",
+    "extension": [
+        {"url": "date", "valueDate": "2027-01-19"},
+        {"url": "responsible", "valueReference": {"reference": "PractitionerRole/coordinator"}},
+    ],
+}
 FORM_SYSTEM = f"{BASE}/CodeSystem/test-meeting-form"
 
 
@@ -51,6 +58,7 @@ def sip_care_plan() -> dict[str, Any]:
         "status": "active",
         "intent": "plan",
         "category": [{"coding": [{"system": INERA_PLAN_TYPE, "code": "SIP"}]}],
+        "extension": [FOLLOW_UP],
         "subject": {"reference": "Patient/p1"},
         "author": {"reference": "PractitionerRole/coordinator"},
         "goal": [{"reference": "Goal/main"}],
