@@ -44,3 +44,18 @@ async def stored_data(client: Any) -> list[dict[str, Any]]:
         if e.get("resource", {}).get("resourceType") not in CONFORMANCE_TYPES
         and e["request"]["url"].split("/")[0] not in CONFORMANCE_TYPES
     ]
+
+
+async def same_verdict_from_validate(
+    client: Any, resource: dict[str, Any], write_issues: list[dict[str, Any]]
+) -> None:
+    """`$validate` finds exactly the errors the refused write reported (same code, location and
+    message), so a profile rule holds on both paths."""
+    response = await client.post(f"/{resource['resourceType']}/$validate", json=resource)
+    assert response.status_code == 200, response.text
+
+    def errors(issues: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        found = [i for i in issues if i["severity"] in ("error", "fatal")]
+        return sorted((i["code"], tuple(i.get("expression", ())), i["diagnostics"]) for i in found)
+
+    assert errors(response.json()["issue"]) == errors(write_issues)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from fhir_server.errors import FhirError, error
 from fhir_server.interactions.context import Context
+from fhir_server.interactions.swedish_ids import normalise_identifiers
 from fhir_server.interactions.versions import deleted_version, new_id, stored_version
 from fhir_server.search.indexer import index_entries
 from fhir_server.search.parser import criteria_key, parse_search
@@ -64,6 +65,7 @@ async def create(
 ) -> WriteResult:
     """Create with a server-assigned id; with criteria (If-None-Exist) only if none match."""
     check_writable(ctx, type)
+    normalise_identifiers(resource)
     ctx.validator.check(resource, type)
     query = criteria_query(type, criteria) if criteria else None
     async with ctx.storage.unit_of_work() as uow:
@@ -82,6 +84,7 @@ async def update(
     """PUT [type]/[id]: update, or create with the client's id when it does not exist."""
     check_writable(ctx, type)
     check_id(id)
+    normalise_identifiers(resource)
     ctx.validator.check(resource, type)
     if resource.get("id") != id:
         raise error(
@@ -104,6 +107,7 @@ async def conditional_update(
 ) -> WriteResult:
     """PUT [type]?criteria: update the one match, or create when nothing matches."""
     check_writable(ctx, type)
+    normalise_identifiers(resource)
     ctx.validator.check(resource, type)
     query = criteria_query(type, criteria)
     body_id = resource.get("id")

@@ -35,6 +35,7 @@ from fhir_server.interactions.crud import (
     precondition_failed,
     retried,
 )
+from fhir_server.interactions.swedish_ids import normalise_identifiers
 from fhir_server.interactions.versions import stored_version
 from fhir_server.patch import Patch, parse_patch
 from fhir_server.search.indexer import index_entries
@@ -98,6 +99,7 @@ async def patch_version(
     _check_identity(patched, type, id)
     if fhirjson.dumps(patched) == fhirjson.dumps(resource):
         return WriteResult(current, created=False)
+    normalise_identifiers(patched)
     try:
         ctx.validator.check(patched, type)
     except FhirError as failure:

@@ -14,6 +14,7 @@ from fhir_server.errors import Issue, error
 
 from .context import Context
 from .crud import read
+from .swedish_ids import normalise_identifiers
 
 MODES = ("create", "update", "delete", "profile")
 
@@ -54,6 +55,8 @@ async def validate(
         await read(ctx, type, id)  # 404/410 if there is nothing to delete
         message = f"{type}/{id} may be deleted (no referential integrity is enforced)"
         return [Issue("information", "informational", message)]
+    if isinstance(resource, dict):
+        normalise_identifiers(resource)  # judged as a write would store it
     issues = ctx.validator.validate(resource, type, profile)
     if mode == "update":
         body_id = resource.get("id") if isinstance(resource, dict) else None

@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.resources import same_verdict_from_validate
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sip-case"
 BASE = "http://sip-fhir.se/fhir"
 SD = f"{BASE}/StructureDefinition"
@@ -68,6 +70,7 @@ async def rejected_at(
     response = await client.post(f"/{resource['resourceType']}", json=resource)
     assert response.status_code == 422, response.text
     issues = response.json()["issue"]
+    await same_verdict_from_validate(client, resource, issues)
     hits = [i for i in issues if i["expression"] == [expression] and named in i["diagnostics"]]
     assert hits, issues
     assert all(i["severity"] == "error" for i in hits)
@@ -335,6 +338,22 @@ async def test_sip_meeting_examples_conform(client: httpx.AsyncClient) -> None:
     """R-SIP-04: a booked physical follow-up meeting and a held digital SIP meeting."""
     await accepted(client, follow_up_meeting())
     await accepted(client, sip_meeting())
+
+
+async def test_r_sip_04_meeting_has_start_and_end(client: httpx.AsyncClient) -> None:
+    """R-SIP-04: an invitation states the date, start and end time."""
+    for key in ("start", "end"):
+        await rejected_at(
+            client,
+            changed(sip_meeting(), drop(key)),
+            f"Appointment.{key}",
+            f"Appointment.{key}: minimum 1",
+        )
+
+
+async def test_sip_plan_claimed_without_category_is_refused(client: httpx.AsyncClient) -> None:
+    """A plan that claims the SIP profile carries Inera's SIP category."""
+    await rejected_at(client, changed(plan(), drop("category")), "CarePlan.category", "minimum 1")
 
 
 async def test_r_sip_04_physical_meeting_states_its_place(client: httpx.AsyncClient) -> None:

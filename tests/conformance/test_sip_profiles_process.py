@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.resources import same_verdict_from_validate
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sip-case"
 BASE = "http://sip-fhir.se/fhir"
 SD = f"{BASE}/StructureDefinition/"
@@ -106,6 +108,7 @@ async def _post(client: httpx.AsyncClient, resource: dict[str, Any]) -> httpx.Re
 async def _rejected(client: httpx.AsyncClient, resource: dict[str, Any]) -> list[dict[str, Any]]:
     response = await _post(client, resource)
     assert response.status_code == 422, response.text
+    await same_verdict_from_validate(client, resource, response.json()["issue"])
     return response.json()["issue"]
 
 
@@ -333,6 +336,17 @@ NEGATIVE = [  # (id naming the rule, valid case, change, expression, profile ele
      "Questionnaire.subjectType"),
     ("form-has-a-title", "questionnaire-kartlaggning", _drop("title"), "Questionnaire.title",
      "Questionnaire.title"),
+    ("form-has-a-url", "questionnaire-kartlaggning", _drop("url"), "Questionnaire.url",
+     "Questionnaire.url"),
+    ("R-DIS-06-response-names-its-form", "response-needs-mapping", _drop("questionnaire"),
+     "QuestionnaireResponse.questionnaire", "QuestionnaireResponse.questionnaire"),
+    ("process-has-a-type", "episodeofcare", _drop("type"), "EpisodeOfCare.type",
+     "EpisodeOfCare.type"),
+    ("R-SIP-04-invitation-is-about-the-meeting", "invitation", _drop("about"),
+     "Communication.about", "Communication.about"),
+    ("form-is-one-of-ours", "questionnaire-kartlaggning",
+     _set("url", "http://example.org/Questionnaire/kartlaggning"), "Questionnaire",
+     "sip-questionnaire-1"),
     # QuestionnaireResponse ----------------------------------------------------------------
     ("R-DIS-06-planning-basis-answers-our-form", "response-planning-basis",
      _set("questionnaire", "http://example.org/Questionnaire/other"), "QuestionnaireResponse",

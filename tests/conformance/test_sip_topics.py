@@ -309,3 +309,11 @@ def test_overdue_query_is_a_valid_search() -> None:
     pairs = [tuple(p.split("=", 1)) for p in query.split("&")]
     assert {name for name, _ in pairs} == {"code:in", "status", "deadline"}
     parse_search("Task", pairs)
+
+
+async def test_topics_are_read_at_their_canonical_url(client: httpx.AsyncClient) -> None:
+    """Each topic is found by its canonical URL (SearchParameter sip-topic-url on Basic)."""
+    for name in ("admission-notice", "obligation-overdue"):
+        url = f"http://sip-fhir.se/fhir/SubscriptionTopic/{name}"
+        found = (await client.get("/Basic", params={"url": url})).json()
+        assert [e["resource"]["id"] for e in found.get("entry", [])] == [f"sip-topic-{name}"]
