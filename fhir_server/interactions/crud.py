@@ -65,8 +65,7 @@ async def create(
 ) -> WriteResult:
     """Create with a server-assigned id; with criteria (If-None-Exist) only if none match."""
     check_writable(ctx, type)
-    normalise_identifiers(resource)
-    ctx.validator.check(resource, type)
+    accept(ctx, resource, type)
     query = criteria_query(type, criteria) if criteria else None
     async with ctx.storage.unit_of_work() as uow:
         if query is not None:
@@ -84,8 +83,7 @@ async def update(
     """PUT [type]/[id]: update, or create with the client's id when it does not exist."""
     check_writable(ctx, type)
     check_id(id)
-    normalise_identifiers(resource)
-    ctx.validator.check(resource, type)
+    accept(ctx, resource, type)
     if resource.get("id") != id:
         raise error(
             400,
@@ -107,8 +105,7 @@ async def conditional_update(
 ) -> WriteResult:
     """PUT [type]?criteria: update the one match, or create when nothing matches."""
     check_writable(ctx, type)
-    normalise_identifiers(resource)
-    ctx.validator.check(resource, type)
+    accept(ctx, resource, type)
     query = criteria_query(type, criteria)
     body_id = resource.get("id")
     if body_id is not None:
@@ -178,6 +175,13 @@ async def delete_current(
     version = deleted_version(current)
     await uow.put(version, ())
     return version
+
+
+def accept(ctx: Context, resource: dict[str, Any], type: str) -> None:
+    """What every write does before storing: Swedish person numbers to their stored form,
+    then validation (R4 and profiles; FhirError if refused)."""
+    normalise_identifiers(resource)
+    ctx.validator.check(resource, type)
 
 
 async def retried(

@@ -26,6 +26,7 @@ from fhir_server.errors import FhirError, error
 from fhir_server.interactions.context import Context
 from fhir_server.interactions.crud import (
     WriteResult,
+    accept,
     check_id,
     check_writable,
     concurrent_change,
@@ -35,7 +36,6 @@ from fhir_server.interactions.crud import (
     precondition_failed,
     retried,
 )
-from fhir_server.interactions.swedish_ids import normalise_identifiers
 from fhir_server.interactions.versions import stored_version
 from fhir_server.patch import Patch, parse_patch
 from fhir_server.search.indexer import index_entries
@@ -99,9 +99,8 @@ async def patch_version(
     _check_identity(patched, type, id)
     if fhirjson.dumps(patched) == fhirjson.dumps(resource):
         return WriteResult(current, created=False)
-    normalise_identifiers(patched)
     try:
-        ctx.validator.check(patched, type)
+        accept(ctx, patched, type)
     except FhirError as failure:
         raise FhirError(422, failure.issues, failure.headers) from None
     version = stored_version(patched, type, id, current, "PATCH")

@@ -25,7 +25,6 @@ from fhir_server.interactions.context import Context
 from fhir_server.interactions.patch import conditional_patch, patch, patch_version
 from fhir_server.interactions.rewrite import resolve_all
 from fhir_server.interactions.search import search_type
-from fhir_server.interactions.swedish_ids import normalise_identifiers
 from fhir_server.interactions.versions import etag, new_id, stored_version
 from fhir_server.patch import JSON_PATCH, parse_patch
 from fhir_server.search.indexer import index_entries
@@ -158,8 +157,7 @@ async def _apply(
         patched = await patch_version(ctx, uow, current, document, entry.if_match)
         return _response(patched.version, "200 OK")
     if entry.method == "POST":
-        normalise_identifiers(resource)
-        ctx.validator.check(resource, entry.type)
+        crud.accept(ctx, resource, entry.type)
         version = stored_version(resource, entry.type, plan.id, None, "POST")
         await uow.put(version, index_entries(entry.type, resource))
         return _response(version, "201 Created")
@@ -169,8 +167,7 @@ async def _apply(
             f"'{entry.id}'", f"{entry.type}.id",
         )  # fmt: skip
     resource = {**resource, "id": plan.id}
-    normalise_identifiers(resource)
-    ctx.validator.check(resource, entry.type)
+    crud.accept(ctx, resource, entry.type)
     result = await crud.put_version(uow, entry.type, plan.id, resource, entry.if_match)
     return _response(result.version, "201 Created" if result.created else "200 OK")
 
