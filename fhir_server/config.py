@@ -43,8 +43,63 @@ class Settings(BaseSettings):
         description="Batch and transaction Bundles larger than this get 413 (10,000 entries "
         "of ~2 KB resources need ~20 MB).",
     )
+    max_batch_searches: int = Field(
+        default=100,
+        description="Batch and transaction Bundles with more search entries (GET [type]?…) "
+        "than this get 413: each search may cost as much as a request of its own.",
+    )
     default_page_size: int = 20
     max_page_size: int = 1000
+    search_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds one search (or history listing) may run; past it the query is "
+        "stopped and the request gets 400 too-costly.",
+    )
+    transaction_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds one SQLite unit of work (a write, a transaction Bundle) may hold "
+        "the write lock; past it, it rolls back with 400 too-costly and stores nothing.",
+    )
+    sqlite_readers: int = Field(
+        default=4,
+        ge=1,
+        description="SQLite connections for searches and history; reads have their own, so "
+        "this many slow searches never delay a read.",
+    )
+    base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$",
+        description="Base of every absolute URL written (Location, fullUrl, Bundle links), "
+        "e.g. https://fhir.region.se/fhir. Unset: an allowed Host header, else the server's "
+        "own address.",
+    )
+    allowed_hosts: list[str] = Field(
+        default=["localhost", "127.0.0.1", "[::1]"],
+        description="Host header names echoed into URLs when FHIR_BASE_URL is unset (a JSON "
+        "list); the address the server listens on is always allowed.",
+    )
+    max_headers: int = Field(default=100, description="Requests with more header fields get 431.")
+    max_header_bytes: int = Field(
+        default=64 * 1024, description="A request line plus headers larger than this gets 431."
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        description="Seconds from connecting, or from a request's first byte, to the end of "
+        "its headers; a slower head gets 408 and the connection is closed.",
+    )
+    body_timeout: float = Field(
+        default=60.0, description="Seconds for a whole request body to arrive; then 408."
+    )
+    keep_alive_timeout: float = Field(
+        default=5.0, description="An idle keep-alive connection is closed after this many seconds."
+    )
+    max_connections: int = Field(
+        default=1000,
+        description="Open connections beyond this are answered 503 and closed; uvicorn's "
+        "limit_concurrency (503 when connections or requests in flight reach it).",
+    )
 
     @property
     def engine(self) -> str:

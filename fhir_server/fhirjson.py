@@ -16,6 +16,9 @@ import orjson
 from fhir_server.errors import error
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+MAX_DEPTH = 200
+"""Deepest nesting of objects and arrays a body may have: below orjson's limit (255), with
+room for the Bundle a stored resource is later served in (deep Questionnaire items still fit)."""
 
 
 class Decimal(float):
@@ -50,7 +53,11 @@ def loads_resource(body: bytes) -> dict[str, Any]:
         raise error(400, "invalid", "Body is empty; a FHIR JSON resource was expected")
     try:
         value = json.loads(
-            text, parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=_object
+            text,
+            parse_float=Decimal,
+            parse_int=_integer,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_object,
         )
     except json.JSONDecodeError as exc:
         raise error(
@@ -64,12 +71,27 @@ def loads_resource(body: bytes) -> dict[str, Any]:
         raise error(400, "invalid", f"Body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise error(400, "invalid", "Body must be a JSON object holding a FHIR resource")
+    check_depth(value, "Body")
     if _SURROGATE_ESCAPE.search(text):
         try:
             dumps(value)  # a paired escape decodes to one character; a lone one cannot encode
         except TypeError:
             raise error(400, "invalid", "Body contains a lone UTF-16 surrogate escape") from None
     return value
+
+
+def check_depth(value: dict[str, Any], what: str) -> None:
+    """400 when objects and arrays nest deeper than MAX_DEPTH (an explicit stack: a hostile
+    body cannot exhaust the interpreter's recursion either)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                if depth >= MAX_DEPTH:
+                    message = f"{what} nests objects and arrays deeper than {MAX_DEPTH}"
+                    raise error(400, "too-costly", message)
+                stack.append((child, depth + 1))
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -80,6 +102,14 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))
         raise ValueError(f"key '{duplicate}' appears twice in one object")
     return value
+
+
+def _integer(text: str) -> int | Decimal:
+    """An integer; past 64 bits (orjson's range) a number kept as written, like a decimal."""
+    if len(text) > 20:  # and int() would refuse 4,300 digits and more
+        return Decimal(text)
+    value = int(text)
+    return value if -(2**63) <= value < 2**64 else Decimal(text)
 
 
 def _reject_constant(name: str) -> Any:

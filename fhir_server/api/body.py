@@ -9,12 +9,18 @@ from starlette.requests import Request
 from fhir_server import fhirjson
 from fhir_server.api.negotiation import check_request_format
 from fhir_server.errors import error
+from fhir_server.integers import parse_int
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        text = declared.strip()
+        if not (text.isascii() and text.isdigit()):
+            raise error(400, "invalid", "Content-Length is not a number", "Content-Length")
+        size = parse_int(text)
+        if size is None or size > limit:  # None: more digits than any body we take
+            raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():

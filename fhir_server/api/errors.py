@@ -6,11 +6,12 @@ import logging
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from fhir_server.api.responses import outcome_response
 from fhir_server.errors import FhirError, Issue
+from fhir_server.storage.port import StorageError
 
 log = logging.getLogger("fhir_server")
 
@@ -19,6 +20,8 @@ HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly"}
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(FhirError, _fhir_error)
+    app.add_exception_handler(StorageError, _storage_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
 
@@ -26,6 +29,20 @@ def install_error_handlers(app: FastAPI) -> None:
 async def _fhir_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FhirError)
     return outcome_response(exc.issues, exc.status, exc.headers or None)
+
+
+async def _storage_error(request: Request, exc: Exception) -> Response:
+    """Contention the engine reports (a lock not had in time, a version taken first): nothing
+    was stored, and trying again may succeed."""
+    message = f"The data is being changed concurrently ({exc}); nothing was stored: try again"
+    return outcome_response([Issue("error", "conflict", message)], 409)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client left while its body was read: nobody hears the answer, nothing was done."""
+    log.info("client disconnected during %s %s", request.method, request.url.path)
+    issue = Issue("error", "incomplete", "The client disconnected before the body arrived")
+    return outcome_response([issue], 400)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

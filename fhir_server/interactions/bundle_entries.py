@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fhir_server.errors import FhirError, Issue, error
+from fhir_server.integers import parse_int
 from fhir_server.interactions.crud import check_id
 from fhir_server.resource_types import is_resource_type
 
@@ -164,10 +165,10 @@ def _if_match(value: Any, where: str) -> int | None:
         return None
     text = str(value).strip()
     text = text[2:] if text.startswith("W/") else text
-    text = text.strip('"')
-    if not text.isdigit():
+    version = parse_int(text.strip('"'))
+    if version is None:
         raise error(400, "invalid", f"'{value}' is not a version ETag such as W/\"3\"", where)
-    return int(text)
+    return version
 
 
 def _no_duplicates(entries: list[Entry]) -> None:

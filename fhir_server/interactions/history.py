@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fhir_server.errors import error
+from fhir_server.integers import bounded_int, parse_int
 from fhir_server.interactions.bundles import (
     bundle,
     full_url,
@@ -16,7 +17,6 @@ from fhir_server.interactions.bundles import (
 )
 from fhir_server.interactions.context import Context
 from fhir_server.interactions.crud import check_id
-from fhir_server.interactions.versions import INSTANT_FORMAT
 from fhir_server.search.parser import decode_cursor, encode_cursor
 from fhir_server.storage.port import HistoryCursor, HistoryQuery
 
@@ -59,9 +59,10 @@ def _query(
                 400, "not-supported", f"Parameter '{name}' is not supported on history", name
             )
         if name == "_count":
-            if not value.isdigit():
+            number = parse_int(value)
+            if number is None:
                 raise error(400, "invalid", "_count must be a non-negative integer", "_count")
-            count = min(int(value), ctx.settings.max_page_size)
+            count = min(number, ctx.settings.max_page_size)
         elif name == "_since":
             since = parse_instant(value, "_since")
         elif name == "_cursor":
@@ -77,7 +78,11 @@ def parse_instant(value: str, name: str) -> str:
         raise error(400, "invalid", f"'{value}' is not a valid instant for {name}", name) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime(INSTANT_FORMAT)
+    try:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:  # within a day of year 1 or 9999: the ends of time
+        moment = datetime.min if moment.year == 1 else datetime.max
+    return moment.isoformat(timespec="microseconds") + "Z"  # `%Y` would print year 1 as "1"
 
 
 def _cursor(value: str) -> HistoryCursor:
@@ -86,7 +91,7 @@ def _cursor(value: str) -> HistoryCursor:
         not isinstance(position, list)
         or len(position) != 4
         or not all(isinstance(p, str) for p in position[:3])
-        or not isinstance(position[3], int)
+        or bounded_int(position[3]) is None
     ):
         raise error(
             400, "invalid", "'_cursor' is not a paging position this server issued", "_cursor"

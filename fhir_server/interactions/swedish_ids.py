@@ -31,7 +31,8 @@ def normalise_identifiers(resource: dict[str, Any], today: date | None = None) -
     if not isinstance(identifiers, list):
         return
     for identifier in identifiers:
-        if isinstance(identifier, dict) and identifier.get("system") in SYSTEMS:
+        system = identifier.get("system") if isinstance(identifier, dict) else None
+        if isinstance(system, str) and system in SYSTEMS:
             value = identifier.get("value")
             if isinstance(value, str):
                 identifier["value"] = twelve_digits(value.strip(), today or date.today())

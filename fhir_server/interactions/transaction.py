@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fhir_server.errors import FhirError, error, operation_outcome
+from fhir_server.errors import FhirError, Issue, error, operation_outcome
+from fhir_server.integers import parse_int
 from fhir_server.interactions import crud
 from fhir_server.interactions.bundle_entries import ORDER, Entry, at_entry, read_entries
 from fhir_server.interactions.bundles import bundle, resource_fragment
@@ -30,6 +32,8 @@ from fhir_server.patch import JSON_PATCH, parse_patch
 from fhir_server.search.indexer import index_entries
 from fhir_server.search.parser import parse_search
 from fhir_server.storage.port import ResourceVersion, UnitOfWork, VersionConflict
+
+log = logging.getLogger("fhir_server")
 
 
 @dataclass(slots=True)
@@ -50,12 +54,28 @@ async def process_bundle(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
             "processed here", "Bundle.type",
         )  # fmt: skip
     entries = read_entries(body, ctx.base_url, ctx.settings.max_bundle_entries)
+    _limit_searches(entries, ctx.settings.max_batch_searches)
     if kind == "batch":
         return bundle("batch-response", None, {}, [await _batch_entry(ctx, e) for e in entries])
     for entry in entries:
         if isinstance(entry, FhirError):
             raise entry
-    return bundle("transaction-response", None, {}, await _transaction(ctx, entries))  # type: ignore[arg-type]
+    checked: list[Entry] = entries  # type: ignore[assignment]
+    for entry in checked:
+        if entry.method in ("GET", "HEAD"):
+            _check_read(ctx, entry)
+    return bundle("transaction-response", None, {}, await _transaction(ctx, checked))
+
+
+def _limit_searches(entries: list[Entry | FhirError], limit: int) -> None:
+    searches = sum(
+        1 for e in entries if isinstance(e, Entry) and e.method in ("GET", "HEAD") and e.id is None
+    )
+    if searches > limit:
+        raise error(
+            413, "too-costly", f"The bundle has {searches} search entries; the limit is {limit}",
+            "Bundle.entry",
+        )  # fmt: skip
 
 
 # -- transaction ---------------------------------------------------------------------------
@@ -93,6 +113,24 @@ async def _transaction(ctx: Context, entries: list[Entry]) -> list[dict[str, Any
         if entry.index not in responses:  # GET and HEAD: after the commit, each in place
             responses[entry.index] = await _answer(ctx, entry)
     return [responses[i] for i in range(len(entries))]
+
+
+def _check_read(ctx: Context, entry: Entry) -> None:
+    """What a GET/HEAD entry asks is checked before the writes commit: its failing to parse
+    fails the transaction while nothing is stored yet. What it finds is answered in place."""
+    try:
+        if entry.id is None:
+            settings = ctx.settings
+            parse_search(
+                entry.type,
+                entry.criteria or [],
+                default_count=settings.default_page_size,
+                max_count=settings.max_page_size,
+            )
+        elif entry.version is not None and parse_int(entry.version) is None:
+            raise error(404, "not-found", f"Version '{entry.version}' is not a version number")
+    except FhirError as failure:
+        raise at_entry(entry.index, failure) from None
 
 
 async def _guard(entry: Entry, step: Any) -> Any:
@@ -204,13 +242,20 @@ def _response(version: ResourceVersion, status: str) -> dict[str, Any]:
 
 
 async def _batch_entry(ctx: Context, entry: Entry | FhirError) -> dict[str, Any]:
-    """One batch entry on its own: its response, or its failure as an outcome."""
+    """One batch entry on its own: its response, or its failure as an outcome.
+
+    Entries before it may have committed, so even a defect of ours is answered in its entry
+    (logged, as status 500 there) and never fails the bundle: the response must say what
+    was stored.
+    """
     try:
         if isinstance(entry, FhirError):
             raise entry
         return await _run_alone(ctx, entry)
     except FhirError as failure:
         return _failed(failure)
+    except Exception as exc:
+        return _unexpected(exc, getattr(entry, "index", -1))
 
 
 async def _run_alone(ctx: Context, entry: Entry) -> dict[str, Any]:
@@ -264,6 +309,10 @@ async def _answer(ctx: Context, entry: Entry, raising: bool = False) -> dict[str
         if raising:
             raise
         return _failed(at_entry(entry.index, failure))
+    except Exception as exc:
+        if raising:
+            raise
+        return _unexpected(exc, entry.index)  # after the commit: the writes stand
 
 
 def patch_body(resource: dict[str, Any]) -> tuple[Any, str]:
@@ -280,6 +329,12 @@ def patch_body(resource: dict[str, Any]) -> tuple[Any, str]:
         400, "invalid", "A PATCH entry holds Parameters (FHIRPath Patch) or a Binary with "
         f"contentType {JSON_PATCH}", "Bundle.entry.resource",
     )  # fmt: skip
+
+
+def _unexpected(exc: Exception, index: int) -> dict[str, Any]:
+    log.exception("unexpected error in Bundle.entry[%d]", index)
+    issue = Issue("fatal", "exception", f"Internal server error: {type(exc).__name__}")
+    return _failed(FhirError(500, [issue]))
 
 
 def _failed(failure: FhirError) -> dict[str, Any]:

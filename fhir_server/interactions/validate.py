@@ -26,7 +26,10 @@ def unpack(body: dict[str, Any], query: list[tuple[str, str]]) -> tuple[Any, str
     resource: Any = body
     if body.get("resourceType") == "Parameters":
         resource = None
-        for i, parameter in enumerate(body.get("parameter") or []):
+        parameters = body.get("parameter") or []
+        if not isinstance(parameters, list):
+            raise error(400, "structure", "Parameters.parameter must be an array", "Parameters")
+        for i, parameter in enumerate(parameters):
             name = parameter.get("name") if isinstance(parameter, dict) else None
             where = f"Parameters.parameter[{i}]"
             if name == "resource":
@@ -38,7 +41,9 @@ def unpack(body: dict[str, Any], query: list[tuple[str, str]]) -> tuple[Any, str
             else:
                 raise error(400, "invalid", f"Unknown $validate parameter '{name}'", where)
     mode = mode or "create"
-    if mode not in MODES:
+    if profile is not None and not isinstance(profile, str):
+        raise error(400, "invalid", "profile must be a canonical URL", "profile")
+    if not isinstance(mode, str) or mode not in MODES:
         raise error(400, "invalid", f"mode must be one of {', '.join(MODES)}", "mode")
     if resource is None and mode != "delete":
         raise error(400, "required", "$validate needs a 'resource' parameter", "resource")
