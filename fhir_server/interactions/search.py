@@ -7,6 +7,7 @@ subset what is returned.  Stored bytes are served as they are unless a subset is
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -102,7 +103,13 @@ async def search_system(
     total: int | None = 0 if first.query.total else None
     last: ResourceVersion | None = None
     has_more = False
+    deadline = time.monotonic() + settings.search_timeout  # one budget for all the types
     for type in types:
+        if time.monotonic() > deadline:
+            raise error(
+                400, "too-costly", f"The search took longer than {settings.search_timeout:g} s; "
+                "narrow it (fewer types in _type, or more selective criteria)", "_type",
+            )  # fmt: skip
         parsed = parse_search(type, rest, default_count=count, max_count=count, lenient=lenient)
         if parsed.query.sort:
             raise error(400, "not-supported", "_sort is not offered on system search", "_sort")

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from fhir_server.errors import FhirError, Issue, error
+from fhir_server.integers import MAX_INT, bounded_int, parse_int
 from fhir_server.resource_types import is_resource_type
 from fhir_server.search import values
 from fhir_server.search.query import (
@@ -34,6 +35,7 @@ from fhir_server.search.query import (
     SearchQuery,
     SortKey,
     TokenMatch,
+    terms,
 )
 from fhir_server.search.registry import (
     MODIFIERS,
@@ -47,6 +49,12 @@ from fhir_server.search.registry import (
 ID_PATTERN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 MAX_ALTERNATIVES = 1000
 MAX_CHAIN_DEPTH = 3
+# Leaf terms of a whole search after expansion (`query.terms`): alternatives, repeated
+# parameters, a chain without a type fanning out to every target, `_has`.  Both engines
+# compile and run this many in well under a second on an empty database; SQLite's own
+# limits (expression depth 1000, 32766 variables) sit far above it.
+MAX_TERMS = 1000
+MAX_SORT_KEYS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +85,15 @@ def _unsupported(name: str, message: str) -> _Unsupported:
     return _Unsupported(400, [Issue("error", "not-supported", message, (name,))])
 
 
+class _TooCostly(FhirError):
+    """A search refused for its size; `parse_search` names the parameter as the client wrote
+    it (inside a chain the parser only knows the chain's tail)."""
+
+
+def _too_costly(name: str, message: str) -> _TooCostly:
+    return _TooCostly(400, [Issue("error", "too-costly", message, (name,))])
+
+
 def parse_search(
     resource_type: str,
     pairs: Iterable[tuple[str, str]],
@@ -92,24 +109,13 @@ def parse_search(
     before: str | None = None
     after_key: tuple[Any, ...] | None = None
     includes: list[Include] = []
+    cost = 0
     for name, value in pairs:
         if name in RESULT_PARAMS:
             if name == "_count":
                 count = _parse_count(value, max_count)
             elif name == "_cursor":
-                position = decode_cursor(value, "_cursor")
-                keyset = position if isinstance(position, dict) else {}
-                if isinstance(keyset.get("key"), list) and isinstance(keyset.get("offset", 0), int):
-                    after_key = tuple(keyset["key"])  # keyset position; offset only counts
-                    offset = max(0, keyset.get("offset", 0))
-                elif isinstance(position, dict) and isinstance(position.get("offset"), int):
-                    offset = max(0, position["offset"])
-                elif isinstance(position, dict) and isinstance(position.get("before"), str):
-                    before = position["before"]
-                elif isinstance(position, str):
-                    after = position
-                else:
-                    raise error(400, "invalid", "'_cursor' is not a paging position", "_cursor")
+                after, before, after_key, offset = _paging_position(value)
                 continue  # paging position is not part of the self link's criteria
             elif name == "_total":
                 total = _parse_total(value)
@@ -120,7 +126,7 @@ def parse_search(
             applied.append((name, value))
             continue
         try:
-            where.append(parse_condition(resource_type, name, value))
+            condition = parse_condition(resource_type, name, value)
         except _Unsupported as exc:
             if not lenient:
                 raise
@@ -128,6 +134,13 @@ def parse_search(
             message = issue.diagnostics + " (ignored)"
             warnings.append(Issue("warning", "not-supported", message, issue.expression))
             continue
+        except _TooCostly as exc:
+            raise error(400, "too-costly", exc.issues[0].diagnostics, name) from None
+        cost += terms(condition)
+        if cost > MAX_TERMS:
+            message = f"The search expands to more than {MAX_TERMS} terms at '{name}'; narrow it"
+            raise error(400, "too-costly", message, name)
+        where.append(condition)
         applied.append((name, value))
     query = SearchQuery(
         resource_type,
@@ -146,7 +159,7 @@ def parse_search(
 def parse_condition(resource_type: str, name: str, value: str, depth: int = 0) -> Condition:
     """One `name=value` pair of a search on `resource_type`."""
     if depth > MAX_CHAIN_DEPTH:
-        raise error(400, "too-costly", f"Chains deeper than {MAX_CHAIN_DEPTH} are refused", name)
+        raise _too_costly(name, f"Chains deeper than {MAX_CHAIN_DEPTH} are refused")
     if name.startswith("_has:"):
         return _has(resource_type, name, value, depth)
     head, dot, tail = name.partition(".")
@@ -214,7 +227,7 @@ def _in_valueset(name: str, code: str, url: str) -> Condition:
     if expansion is None or not expansion.complete:
         raise error(400, "not-supported", f"Value set {url} cannot be expanded here", name)
     if len(expansion.codes) > MAX_ALTERNATIVES:
-        raise error(400, "too-costly", f"Value set {url} has too many codes for {name}", name)
+        raise _too_costly(name, f"Value set {url} has too many codes for {name}")
     terms = [TokenMatch(code, system, c) for system, c in sorted(expansion.codes)]
     return AnyOf(tuple(terms))
 
@@ -236,7 +249,7 @@ def _subsumed(name: str, code: str, alternatives: list[str], below: bool) -> Con
         for found in hierarchy.closure(token.code, below):
             terms[TokenMatch(code, token.system, found)] = None
         if len(terms) > MAX_ALTERNATIVES:
-            raise error(400, "too-costly", f"'{name}' covers too many codes", name)
+            raise _too_costly(name, f"'{name}' covers too many codes")
     return _any(list(terms))
 
 
@@ -299,10 +312,15 @@ def _chain(
         ]
         if not candidates:
             raise error(400, "invalid", f"No target of '{code}' has a parameter '{first}'", name)
-        chains = [
-            Chain(param.name, t, (parse_condition(t, tail, value, depth + 1),)) for t in candidates
-        ]
-        return _any(chains)  # type: ignore[arg-type]
+        chains: list[Condition] = []
+        cost = 0
+        for t in candidates:  # stop as soon as the fan-out is too large, not after building it
+            chains.append(Chain(param.name, t, (parse_condition(t, tail, value, depth + 1),)))
+            cost += terms(chains[-1])
+            if cost > MAX_TERMS:
+                message = f"'{name}' expands to more than {MAX_TERMS} terms over the "
+                raise _too_costly(name, message + f"targets of '{code}'; name one: {code}:Type")
+        return _any(chains)
     if not is_resource_type(target) or (param.targets and target not in param.targets):
         raise error(400, "invalid", f"'{code}' cannot refer to {target}", name)
     inner = parse_condition(target, tail, value, depth + 1)
@@ -339,7 +357,10 @@ def parse_include(name: str, value: str) -> Include:
 
 def parse_sort(resource_type: str, value: str) -> tuple[SortKey, ...]:
     keys: list[SortKey] = []
-    for item in value.split(","):
+    items = value.split(",")
+    if len(items) > MAX_SORT_KEYS:
+        raise error(400, "too-costly", f"_sort takes at most {MAX_SORT_KEYS} keys", "_sort")
+    for item in items:
         descending = item.startswith("-")
         code = item.removeprefix("-")
         if code == "_id":
@@ -351,6 +372,8 @@ def parse_sort(resource_type: str, value: str) -> tuple[SortKey, ...]:
         param = search_params(resource_type).get(code)
         if param is None:
             raise _unsupported("_sort", f"Cannot sort {resource_type} by unknown '{code}'")
+        if param.type in ("composite", "special"):
+            raise _unsupported("_sort", f"Cannot sort by the {param.type} parameter '{code}'")
         keys.append(SortKey(param.name, param.type, descending))  # type: ignore[arg-type]
     return tuple(keys)
 
@@ -361,17 +384,52 @@ def criteria_key(query: SearchQuery) -> str:
 
 
 def _parse_count(value: str, max_count: int) -> int:
-    if not value.isdigit():
+    count = parse_int(value)
+    if count is None:
+        shown = value if len(value) <= 40 else value[:40] + "…"
         raise error(
-            400, "invalid", f"_count must be a non-negative integer, not '{value}'", "_count"
+            400, "invalid", f"_count must be a non-negative integer, not '{shown}'", "_count"
         )
-    return min(int(value), max_count)
+    return min(count, max_count)
 
 
 def _parse_total(value: str) -> bool:
     if value not in ("none", "estimate", "accurate"):
         raise error(400, "invalid", "_total must be none, estimate or accurate", "_total")
     return value != "none"
+
+
+def _paging_position(value: str) -> tuple[str | None, str | None, tuple[Any, ...] | None, int]:
+    """A `_cursor` we issued: (after id, before id, keyset values, offset).
+
+    It comes back from the client, so it is checked as input: ids are ids, keyset values
+    scalars the engines can bind, an offset a bounded integer.
+    """
+    position = decode_cursor(value, "_cursor")
+    if isinstance(position, str) and _is_id(position.partition("/")[2] or position):
+        return position, None, None, 0  # `id`, or `Type/id` in a system search
+    if isinstance(position, dict):
+        offset = bounded_int(position.get("offset", 0))
+        key = position.get("key")
+        if offset is not None and key is None and set(position) <= {"offset"}:
+            return None, None, None, offset
+        if offset is not None and isinstance(key, list) and all(map(_scalar, key)):
+            return None, None, tuple(key), offset  # keyset position; offset only counts
+        before = position.get("before")
+        if isinstance(before, str) and _is_id(before) and len(position) == 1:
+            return None, before, None, 0
+    raise error(400, "invalid", "'_cursor' is not a paging position this server issued", "_cursor")
+
+
+def _is_id(value: str) -> bool:
+    return 0 < len(value) <= 64 and not set(value) - ID_PATTERN_CHARS
+
+
+def _scalar(value: object) -> bool:
+    """A sort value as an engine binds it: text, a bounded number, or null."""
+    if isinstance(value, bool) or value is None or isinstance(value, str | float):
+        return True
+    return isinstance(value, int) and abs(value) <= MAX_INT
 
 
 def encode_cursor(position: object) -> str:

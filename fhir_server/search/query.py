@@ -221,3 +221,23 @@ class SearchQuery:
     after_key: tuple[Any, ...] | None = None
     # Results must come in id order (system search pages across types by (type, id)).
     id_order: bool = False
+
+
+def terms(condition: Condition) -> int:
+    """How many leaf matches a condition expands to: what the engines compile and run.
+
+    Why: a search's cost grows with this count (each leaf is a subquery on SQLite, an
+    `$elemMatch` on MongoDB; a chain or `_has` multiplies its inner leaves by the target
+    types it fans out to), so the parser caps it before any engine sees the tree.  An `_id`
+    list is one leaf (one JSON parameter, one `$in`).
+    """
+    match condition:
+        case AnyOf(terms=alternatives):
+            return sum(terms(t) for t in alternatives)
+        case Chain(where=where) | Has(where=where):
+            return 1 + sum(terms(c) for c in where)
+        case Not(term=term):
+            return terms(term)
+        case CompositeMatch(parts=parts):
+            return len(parts)
+    return 1

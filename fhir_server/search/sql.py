@@ -65,13 +65,31 @@ def compile_where(
     (type, id, param) index, so the scan stops once the page is full instead of first
     listing every match; identifiers and references stay lists, which drive the search.
     """
-    parts: list[str] = []
-    params: list[Any] = []
-    for condition in conditions:
-        sql, values = _compile(condition, type, alias, probe)
-        parts.append(sql)
-        params.extend(values)
-    return " AND ".join(parts), params
+    compiled = [_compile(condition, type, alias, probe) for condition in conditions]
+    if len(compiled) <= _FLAT:
+        return " AND ".join(sql for sql, _ in compiled), [v for _, vs in compiled for v in vs]
+    return _balanced(compiled, "AND")
+
+
+_FLAT = 16  # terms joined in a row; longer lists become a balanced tree
+
+
+def _balanced(compiled: list[SQL], op: str) -> SQL:
+    """`a op b op …` as a parenthesised tree of depth log n, parameters in order.
+
+    Why: SQLite parses `a OR b OR c …` into a left-deep tree, and refuses a statement whose
+    expression tree is deeper than 1000 (SQLITE_MAX_EXPR_DEPTH), so 1000 alternatives or
+    1000 repeated parameters in a row would fail; the planner flattens the tree again.
+    """
+    if not compiled:  # an empty alternative (e.g. a value set without codes) matches nothing
+        return ("(0 = 1)" if op == "OR" else "(1 = 1)"), []
+    if len(compiled) <= _FLAT:
+        sql = f" {op} ".join(part for part, _ in compiled)
+        return f"({sql})", [value for _, values in compiled for value in values]
+    middle = len(compiled) // 2
+    left, left_values = _balanced(compiled[:middle], op)
+    right, right_values = _balanced(compiled[middle:], op)
+    return f"({left} {op} {right})", [*left_values, *right_values]
 
 
 _LISTED = frozenset({"idx_reference", "idx_uri"})  # selective: matches drive the search
@@ -222,9 +240,10 @@ def _compile(condition: Condition, type: str, a: str, probe: bool) -> SQL:
             sql, values = _compile(term, type, a, probe)
             return f"NOT ({sql})", values
         case AnyOf(terms=terms):
-            compiled = [_compile(term, type, a, probe) for term in terms]
-            sql = "(" + " OR ".join(part for part, _ in compiled) + ")"
-            return sql, [value for _, values in compiled for value in values]
+            # A long list is listed, not probed: a probe per alternative per resource would
+            # cost the page (alternatives x resources scanned) instead of one lookup each.
+            probe = probe and len(terms) <= _FLAT
+            return _balanced([_compile(term, type, a, probe) for term in terms], "OR")
         case Chain(param=param, target=target, where=where):
             inner = a + "c"
             sql, values = compile_where(where, target, inner)

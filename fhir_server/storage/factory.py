@@ -10,7 +10,16 @@ def create_storage(settings: Settings) -> Storage:
     if settings.mongodb_uri:
         from fhir_server.storage.mongo import MongoStorage
 
-        return MongoStorage(settings.mongodb_uri, settings.mongodb_database)
+        return MongoStorage(
+            settings.mongodb_uri,
+            settings.mongodb_database,
+            search_timeout=settings.search_timeout,
+        )
     from fhir_server.storage.sqlite import SqliteStorage
 
-    return SqliteStorage(settings.sqlite_path)
+    return SqliteStorage(
+        settings.sqlite_path,
+        readers=settings.sqlite_readers,
+        search_timeout=settings.search_timeout,
+        transaction_timeout=settings.transaction_timeout,
+    )

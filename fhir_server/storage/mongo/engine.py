@@ -22,20 +22,28 @@ Commit, by deployment (detected once in `open()` with the `hello` command):
 
 History order (one total order, also the keyset cursor's): `last_updated` desc, `type` desc,
 `id` desc, `version` desc. Search order: `id` ascending (binary string order).
+
+Costs are bounded in time: a search (its chains' lookups, count and page together) or a
+history listing gets `search_timeout` seconds; every query carries what is left as
+`maxTimeMS`, and the server's ExecutionTimeout becomes a 400 too-costly.  A large query tree
+is compiled on a worker thread, so it never blocks the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from pymongo.errors import OperationFailure
 
 from fhir_server.errors import error
-from fhir_server.search.mongo import compile_where, resolve
-from fhir_server.search.query import SearchQuery
+from fhir_server.search.mongo import Resolved, compile_where, resolve
+from fhir_server.search.query import SearchQuery, terms
+from fhir_server.storage.mongo.budget import SEARCH_TIMEOUT, Budget
 from fhir_server.storage.mongo.documents import (
     HISTORY,
     HISTORY_SORT,
@@ -61,6 +69,7 @@ log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_SECONDS = 10.0
 LEASE_SECONDS = 30.0
+COMPILE_IN_THREAD = 100  # leaf terms from which compiling pays a thread hop (~0.1 ms)
 
 
 class MongoStorage:
@@ -73,10 +82,12 @@ class MongoStorage:
         *,
         lock_timeout: float = LOCK_TIMEOUT_SECONDS,
         lease_seconds: float = LEASE_SECONDS,
+        search_timeout: float = SEARCH_TIMEOUT,
     ) -> None:
         from motor.motor_asyncio import AsyncIOMotorClient
 
         self._setup(AsyncIOMotorClient(uri), database, lock_timeout, lease_seconds)
+        self.search_timeout = search_timeout
         self._owns_client = True
 
     @classmethod
@@ -87,10 +98,12 @@ class MongoStorage:
         *,
         lock_timeout: float = LOCK_TIMEOUT_SECONDS,
         lease_seconds: float = LEASE_SECONDS,
+        search_timeout: float = SEARCH_TIMEOUT,
     ) -> MongoStorage:
         """Use an existing (e.g. mongomock-motor) client; `close()` leaves it open."""
         storage = cls.__new__(cls)
         storage._setup(client, database, lock_timeout, lease_seconds)
+        storage.search_timeout = search_timeout
         return storage
 
     def _setup(self, client: Any, database: str, lock_timeout: float, lease: float) -> None:
@@ -103,6 +116,7 @@ class MongoStorage:
         self.lease_seconds = lease
         self.key_locks = KeyLocks()
         self.transactions = False
+        self.search_timeout = SEARCH_TIMEOUT
         self._owns_client = False
 
     async def open(self) -> None:
@@ -179,19 +193,29 @@ class MongoStorage:
             filter_["id"] = query.id
         if query.since is not None:
             filter_["last_updated"] = {"$gte": query.since}
-        total = await self.history_col.count_documents(filter_)
-        if query.before is not None:
-            filter_ = {"$and": [filter_, _after_cursor(query.before)]}
-        cursor = self.history_col.find(filter_, VERSION_FIELDS).sort(HISTORY_SORT)
-        documents = await cursor.limit(query.count + 1).to_list(None)
+        budget = Budget(self.search_timeout, "history listing")
+        with budget.guard():
+            total = await self.history_col.count_documents(filter_, maxTimeMS=budget.ms())
+            if query.before is not None:
+                filter_ = {"$and": [filter_, _after_cursor(query.before)]}
+            cursor = self.history_col.find(filter_, VERSION_FIELDS).sort(HISTORY_SORT)
+            cursor = cursor.max_time_ms(budget.ms())
+            documents = await cursor.limit(query.count + 1).to_list(None)
         items = [to_version(d) for d in documents[: query.count]]
         return Page(items=items, total=total, has_more=len(documents) > query.count)
 
     async def search(self, query: SearchQuery, access: AccessFilter) -> Page:
         if not access.allows(query.type):
             return Page(items=[], total=0 if query.total else None)
-        filter_ = await self.search_filter(query)
-        total = await self.resources_col.count_documents(filter_) if query.total else None
+        budget = Budget(self.search_timeout)
+        with budget.guard():
+            return await self._search(query, budget)
+
+    async def _search(self, query: SearchQuery, budget: Budget) -> Page:
+        filter_ = await self.search_filter(query, budget)
+        total = None
+        if query.total:
+            total = await self.resources_col.count_documents(filter_, maxTimeMS=budget.ms())
         if query.after is not None and not query.sort:
             filter_["id"] = {"$gt": query.after}
         backwards = query.before is not None and not query.sort
@@ -203,7 +227,7 @@ class MongoStorage:
                 raise error(400, "invalid", "'_cursor' is not a paging position", "_cursor")
             filter_ = {"$and": [filter_, _after_key(order, query.after_key)]}
         fields = {**VERSION_FIELDS, **{name: 1 for name, _ in order}}
-        cursor = self.resources_col.find(filter_, fields).sort(order)
+        cursor = self.resources_col.find(filter_, fields).sort(order).max_time_ms(budget.ms())
         if query.sort and query.offset and query.after_key is None:
             cursor = cursor.skip(query.offset)
         documents = await cursor.limit(query.count + 1).to_list(None)
@@ -217,21 +241,32 @@ class MongoStorage:
         more = len(documents) > query.count
         return Page(items, total, has_more=more, last_key=last_key, keyed=bool(query.sort))
 
-    async def search_filter(self, query: SearchQuery) -> dict[str, Any]:
+    async def search_filter(self, query: SearchQuery, budget: Budget) -> dict[str, Any]:
         """The filter of a search, chains resolved to ids first."""
-        where = await resolve(query.where, query.type, self._find_ids, self._find_referrers)
-        return {"type": query.type, "deleted": False, **compile_where(where)}
+        where = await self.resolve(query, budget)
+        if sum(terms(c) for c in query.where) >= COMPILE_IN_THREAD:
+            compiled = await asyncio.to_thread(compile_where, where)
+        else:
+            compiled = compile_where(where)
+        return {"type": query.type, "deleted": False, **compiled}
 
-    async def _find_ids(self, type: str, filter_: dict[str, Any]) -> list[str]:
-        cursor = self.resources_col.find({"type": type, "deleted": False, **filter_}, {"id": 1})
+    async def resolve(self, query: SearchQuery, budget: Budget) -> list[Resolved]:
+        """The query's chains and reverse chains as id lists, each lookup within `budget`."""
+        find_ids = partial(self._find_ids, budget)
+        find_referrers = partial(self._find_referrers, budget)
+        return await resolve(query.where, query.type, find_ids, find_referrers)
+
+    async def _find_ids(self, budget: Budget, type: str, filter_: dict[str, Any]) -> list[str]:
+        found = {"type": type, "deleted": False, **filter_}
+        cursor = self.resources_col.find(found, {"id": 1}).max_time_ms(budget.ms())
         return [d["id"] async for d in cursor]
 
     async def _find_referrers(
-        self, source: str, filter_: dict[str, Any], param: str, target: str
+        self, budget: Budget, source: str, filter_: dict[str, Any], param: str, target: str
     ) -> list[str]:
         found = {"type": source, "deleted": False, **filter_}
         ids: list[str] = []
-        async for d in self.resources_col.find(found, {"idx": 1}):
+        async for d in self.resources_col.find(found, {"idx": 1}).max_time_ms(budget.ms()):
             ids.extend(
                 e["i"]
                 for e in d.get("idx", [])

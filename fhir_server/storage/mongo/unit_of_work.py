@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import DuplicateKeyError
 
-from fhir_server.search.mongo import compile_where, matches, resolve, sort_keys
+from fhir_server.search.mongo import compile_where, matches, sort_keys
 from fhir_server.search.query import SearchQuery
+from fhir_server.storage.mongo.budget import Budget
 from fhir_server.storage.mongo.documents import (
     META,
     VERSION_FIELDS,
@@ -90,10 +91,13 @@ class MongoUnitOfWork:
             return []
         storage = self._storage
         found: dict[str, ResourceVersion] = {}
-        where = await resolve(query.where, query.type, storage._find_ids, storage._find_referrers)
-        filter_ = {"type": query.type, "deleted": False, **compile_where(where)}
-        async for document in storage.resources_col.find(filter_, VERSION_FIELDS):
-            found[document["_id"]] = to_version(document)
+        budget = Budget(storage.search_timeout)
+        with budget.guard():
+            where = await storage.resolve(query, budget)
+            filter_ = {"type": query.type, "deleted": False, **compile_where(where)}
+            cursor = storage.resources_col.find(filter_, VERSION_FIELDS)
+            async for document in cursor.max_time_ms(budget.ms()):
+                found[document["_id"]] = to_version(document)
         for key, write in self._latest.items():
             version = write.version
             if version.type != query.type:

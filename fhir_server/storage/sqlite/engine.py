@@ -3,25 +3,31 @@
 One writer connection: a unit of work is one `BEGIN IMMEDIATE` transaction, so writers are
 serialised across coroutines (an asyncio lock) and across processes (SQLite's write lock).
 That makes check-then-write interactions (conditional create, If-Match) race-free without
-further locking. Readers use their own connections and see committed data only (WAL).
+further locking. Readers use their own connections and see committed data only (WAL): one
+for `read`/`vread`, and a pool for searches and history (see `connections`).
+
+Costs are bounded in time: a search or history listing stops after `search_timeout` seconds
+(400 too-costly), and a unit of work that holds the write lock longer than
+`transaction_timeout` rolls back (400 too-costly, nothing stored).  A search runs as one job
+on its connection's thread, compiling its SQL there too: a large query tree never blocks the
+event loop, and the count and the page cost one thread hop, not two.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import orjson
 
+from fhir_server.errors import FhirError, error
 from fhir_server.search.query import SearchQuery
 from fhir_server.search.sql import (
-    TABLES,
     compile_after,
     compile_order,
     compile_walk,
@@ -31,69 +37,95 @@ from fhir_server.search.sql import (
 )
 from fhir_server.storage.port import (
     AccessFilter,
-    CompositeIndex,
-    DateIndex,
     HistoryQuery,
     IndexEntry,
-    NumberIndex,
     Page,
-    QuantityIndex,
-    ReferenceIndex,
     ResourceVersion,
-    StringIndex,
-    TextIndex,
-    TokenIndex,
-    UriIndex,
     VersionConflict,
 )
-from fhir_server.storage.sqlite.schema import PRAGMAS, SCHEMA, declared_indexes
+from fhir_server.storage.sqlite.connections import (
+    Connection,
+    Deadline,
+    Pool,
+    connect,
+    in_thread,
+    interrupted,
+)
+from fhir_server.storage.sqlite.schema import SCHEMA, declared_indexes
+from fhir_server.storage.sqlite.writes import Rows, index_rows, put_all, replace_index
 
 _VERSION_COLUMNS = "h.type, h.id, h.version, h.last_updated, h.method, h.json"
 _CURRENT_FROM = (
     "FROM resources r JOIN history h ON h.type = r.type AND h.id = r.id AND h.version = r.version"
 )
-READERS = 2
+READERS = 4
+SEARCH_TIMEOUT = 10.0
+TRANSACTION_TIMEOUT = 60.0
 
 
 class SqliteStorage:
     name = "sqlite"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        readers: int = READERS,
+        search_timeout: float = SEARCH_TIMEOUT,
+        transaction_timeout: float = TRANSACTION_TIMEOUT,
+    ) -> None:
         self.path = str(path)
+        self.readers = max(1, readers)
+        self.search_timeout = search_timeout
+        self.transaction_timeout = transaction_timeout
         self._writer: aiosqlite.Connection | None = None
-        self._readers: list[aiosqlite.Connection] = []
-        self._next_reader = itertools.cycle(range(READERS))
+        self._write_deadline = Deadline()
+        self._reads: aiosqlite.Connection | None = None  # read/vread only: never a search's
+        self.pool: Pool | None = None  # searches and history
         self._write_lock = asyncio.Lock()
 
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await _connect(self.path)
+        writer = await connect(self.path)
+        self._writer, self._write_deadline = writer.db, writer.deadline
         await _migrate(self._writer)
-        self._readers = [await _connect(self.path) for _ in range(READERS)]
+        self._reads = (await connect(self.path)).db
+        self.pool = Pool([await connect(self.path) for _ in range(self.readers)])
 
     async def close(self) -> None:
-        for connection in [*self._readers, self._writer]:
+        if self.pool is not None:
+            await self.pool.close()
+        for connection in [self._reads, self._writer]:
             if connection is not None:
                 await connection.close()
-        self._readers, self._writer = [], None
+        self.pool, self._reads, self._writer = None, None, None
 
     def _reader(self) -> aiosqlite.Connection:
-        return self._readers[next(self._next_reader)]
+        assert self._reads is not None, "storage not open"
+        return self._reads
+
+    def _searcher(self) -> AbstractAsyncContextManager[Connection]:
+        assert self.pool is not None, "storage not open"
+        return self.pool.connection()
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[SqliteUnitOfWork]:
         assert self._writer is not None, "storage not open"
+        writer, deadline = self._writer, self._write_deadline
         async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            unit = SqliteUnitOfWork(self._writer)
+            await writer.execute("BEGIN IMMEDIATE")
+            deadline.arm(self.transaction_timeout)  # from here on it holds the write lock
+            unit = SqliteUnitOfWork(writer, deadline, self.transaction_timeout)
             try:
                 yield unit
                 await unit.flush()
+                unit.check()
             except BaseException:
-                await asyncio.shield(self._writer.execute("ROLLBACK"))
+                deadline.expire()  # a statement a cancelled request left running stops now
+                await asyncio.shield(in_thread(writer, _end, deadline, "ROLLBACK"))
                 raise
-            await asyncio.shield(self._writer.execute("COMMIT"))
+            await asyncio.shield(in_thread(writer, _end, deadline, "COMMIT"))
 
     async def read(self, type: str, id: str, access: AccessFilter) -> ResourceVersion | None:
         if not access.allows(type):
@@ -110,29 +142,21 @@ class SqliteStorage:
         return _version(rows[0]) if rows else None
 
     async def history(self, query: HistoryQuery, access: AccessFilter) -> Page:
-        where, params = _history_where(query, access)
-        reader = self._reader()
-        total = await _count(reader, f"SELECT count(*) FROM history h WHERE {where}", params)
-        if query.before is not None:
-            b = query.before
-            where += " AND (h.last_updated, h.type, h.id, h.version) < (?, ?, ?, ?)"
-            params = [*params, b.last_updated, b.type, b.id, b.version]
-        sql = (
-            f"SELECT {_VERSION_COLUMNS} FROM history h WHERE {where} ORDER BY h.last_updated "
-            "DESC, h.type DESC, h.id DESC, h.version DESC LIMIT ?"
-        )
-        rows = list(await reader.execute_fetchall(sql, [*params, query.count + 1]))
-        items = [_version(row) for row in rows[: query.count]]
-        return Page(items=items, total=total, has_more=len(rows) > query.count)
+        async with self._searcher() as c:
+            job = (c.deadline, self.search_timeout, "history listing", _history, query, access)
+            return await in_thread(c.db, _timed, *job)  # type: ignore[no-any-return]
 
     async def search(self, query: SearchQuery, access: AccessFilter) -> Page:
         if not access.allows(query.type):
             return Page(items=[], total=0 if query.total else None)
-        return await _search(self._reader(), query, paged=True)
+        async with self._searcher() as c:
+            job = (c.deadline, self.search_timeout, "search", _search, query, True)
+            return await in_thread(c.db, _timed, *job)  # type: ignore[no-any-return]
 
     async def explain(self, query: SearchQuery) -> list[str]:
         """The query plan of a search (for tests and benchmarks)."""
-        return await explain(self._reader(), query)
+        async with self._searcher() as c:
+            return await explain(c.db, query)
 
 
 class SqliteUnitOfWork:
@@ -141,29 +165,53 @@ class SqliteUnitOfWork:
     Puts wait in a buffer and go to SQLite together, in one thread hop with one
     `executemany` per table, when the unit of work next reads or ends: a transaction Bundle of
     20 resources costs one hop instead of 20.  A version conflict then surfaces at that point,
-    still inside the unit of work, so it rolls back as before.
+    still inside the unit of work, so it rolls back as before.  Every operation first checks
+    the transaction's deadline, and the writer's progress handler stops a statement past it:
+    either way the unit of work fails with too-costly and rolls back.
     """
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    def __init__(self, connection: aiosqlite.Connection, deadline: Deadline, timeout: float):
         self._db = connection
+        self._deadline = deadline
+        self._timeout = timeout
         self._pending: list[tuple[ResourceVersion, Rows]] = []
 
+    def check(self) -> None:
+        """Past the deadline the transaction has held the write lock long enough: end it."""
+        if self._deadline.passed():
+            raise self._too_long()
+
+    def _too_long(self) -> FhirError:
+        message = f"The transaction took longer than {self._timeout:g} s; nothing was stored"
+        return error(400, "too-costly", message)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        self.check()
+        try:
+            return await in_thread(self._db, fn, *args)
+        except sqlite3.OperationalError as exc:
+            if interrupted(exc, self._deadline):
+                raise self._too_long() from None
+            raise
+
     async def lock(self, key: str) -> None:
-        """Nothing to do: `BEGIN IMMEDIATE` already serialises every writer."""
+        """Nothing to lock: `BEGIN IMMEDIATE` already serialises every writer."""
+        self.check()
 
     async def current(self, type: str, id: str) -> ResourceVersion | None:
         await self.flush()
-        return await _current(self._db, type, id)
+        return await self._run(_current_row, type, id)  # type: ignore[no-any-return]
 
     async def find(self, query: SearchQuery, access: AccessFilter) -> list[ResourceVersion]:
         if not access.allows(query.type):
             return []
         await self.flush()
-        return (await _search(self._db, query, paged=False)).items
+        return (await self._run(_search, query, False)).items  # type: ignore[no-any-return]
 
     async def put(self, version: ResourceVersion, index: Sequence[IndexEntry]) -> None:
+        self.check()
         v = version
-        self._pending.append((v, _index_rows(v.type, v.id, () if v.deleted else index)))
+        self._pending.append((v, index_rows(v.type, v.id, () if v.deleted else index)))
 
     async def flush(self) -> None:
         """Write the buffered puts (VersionConflict if a version exists already)."""
@@ -171,7 +219,7 @@ class SqliteUnitOfWork:
             return
         batch, self._pending = self._pending, []
         try:
-            await _in_thread(self._db, _put_all, batch)
+            await self._run(put_all, batch)
         except sqlite3.IntegrityError:
             v = batch[0][0] if len(batch) == 1 else None
             what = f"{v.type}/{v.id} version {v.version}" if v else "a version written here"
@@ -180,32 +228,46 @@ class SqliteUnitOfWork:
     async def reindex(self, type: str, id: str, index: Sequence[IndexEntry]) -> None:
         """Replace the search values of the current version (no new version)."""
         await self.flush()
-        await _in_thread(self._db, _replace_index, type, id, _index_rows(type, id, index), False)
+        await self._run(replace_index, type, id, index_rows(type, id, index), False)
 
     async def meta(self, key: str) -> str | None:
         await self.flush()
-        rows = await self._db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (key,))
-        return next(iter(rows))[0] if rows else None
+        rows = await self._run(_fetch, "SELECT value FROM meta WHERE key = ?", [key])
+        return rows[0][0] if rows else None
 
     async def set_meta(self, key: str, value: str) -> None:
         await self.flush()
-        await self._db.execute(
+        sql = (
             "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
         )
+        await self._run(_fetch, sql, [key, value])
 
 
-Rows = dict[str, list[tuple[Any, ...]]]
+def _timed(
+    conn: sqlite3.Connection, deadline: Deadline, seconds: float, what: str, fn: Any, *args: Any
+) -> Any:
+    """`fn(conn, *args)` on a pooled reader, stopped by its progress handler after `seconds`."""
+    deadline.arm(seconds)
+    try:
+        return fn(conn, *args)
+    except sqlite3.OperationalError as exc:
+        if interrupted(exc, deadline):
+            message = f"The {what} took longer than {seconds:g} s; narrow it"
+            raise error(400, "too-costly", message) from None
+        raise
+    finally:
+        deadline.disarm()
 
 
-async def _in_thread(db: aiosqlite.Connection, fn: Any, *args: Any) -> Any:
-    """Run `fn(sqlite3_connection, *args)` on aiosqlite's connection thread, in one hop.
+def _end(conn: sqlite3.Connection, deadline: Deadline, statement: str) -> None:
+    """COMMIT or ROLLBACK, never interrupted."""
+    deadline.disarm()
+    conn.execute(statement)
 
-    aiosqlite's `_execute` is internal but stable (0.17-0.22); without it each statement
-    would be its own thread hop (~50-90 µs each here).
-    """
-    return await db._execute(lambda: fn(db._conn, *args))
+
+def _fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    return conn.execute(sql, params).fetchall()
 
 
 async def _migrate(db: aiosqlite.Connection) -> None:
@@ -221,133 +283,26 @@ async def _migrate(db: aiosqlite.Connection) -> None:
         await db.execute(statement)
 
 
-def _put_all(conn: sqlite3.Connection, batch: list[tuple[ResourceVersion, Rows]]) -> None:
-    """Several puts: one `executemany` per statement when each resource appears once."""
-    if len({(v.type, v.id) for v, _ in batch}) < len(batch):
-        for v, rows in batch:  # two versions of one resource: strictly in order
-            _put(conn, v, rows)
-        return
-    conn.executemany(
-        "INSERT INTO history (type, id, version, last_updated, method, json) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        [(v.type, v.id, v.version, v.last_updated, v.method, v.json) for v, _ in batch],
-    )
-    conn.executemany(_UPSERT_CURRENT, [(v.type, v.id, v.version, int(v.deleted)) for v, _ in batch])
-    stale = [(v.type, v.id) for v, _ in batch if v.version != 1]
-    if stale:
-        for table in TABLES.values():
-            conn.executemany(f"DELETE FROM {table} WHERE type = ? AND id = ?", stale)
-    merged: Rows = {}
-    for _, rows in batch:
-        for table, table_rows in rows.items():
-            merged.setdefault(table, []).extend(table_rows)
-    _insert_rows(conn, merged)
-
-
-_UPSERT_CURRENT = (
-    "INSERT INTO resources (type, id, version, deleted) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (type, id) DO UPDATE SET version = excluded.version, deleted = excluded.deleted"
-)
-
-
-def _put(conn: sqlite3.Connection, v: ResourceVersion, rows: Rows) -> None:
-    conn.execute(
-        "INSERT INTO history (type, id, version, last_updated, method, json) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (v.type, v.id, v.version, v.last_updated, v.method, v.json),
-    )
-    conn.execute(_UPSERT_CURRENT, (v.type, v.id, v.version, int(v.deleted)))
-    # A first version has no index rows to replace: no DELETEs for a create.
-    _replace_index(conn, v.type, v.id, rows, v.version == 1)
-
-
-def _replace_index(conn: sqlite3.Connection, type: str, id: str, rows: Rows, fresh: bool) -> None:
-    if not fresh:
-        for table in TABLES.values():
-            conn.execute(f"DELETE FROM {table} WHERE type = ? AND id = ?", (type, id))
-    _insert_rows(conn, rows)
-
-
-def _insert_rows(conn: sqlite3.Connection, rows: Rows) -> None:
-    for table, batch in rows.items():
-        marks = ", ".join("?" * len(batch[0]))
-        conn.executemany(f"INSERT INTO {table} VALUES ({marks})", batch)
-
-
-def _index_rows(type: str, id: str, index: Sequence[IndexEntry]) -> Rows:
-    rows: Rows = {}
-    for group, entry in enumerate(index):
-        if isinstance(entry, CompositeIndex):
-            for comp, part in enumerate(entry.parts):
-                row = (type, id, entry.param, group, comp, *_composite_columns(part))
-                rows.setdefault("idx_composite", []).append(row)
-            continue
-        table, values = _row(entry)
-        rows.setdefault(table, []).append((type, id, entry.param, *values))
-    return rows
-
-
-def _composite_columns(part: IndexEntry) -> tuple[Any, ...]:
-    """(system, code, value, lo, hi, unit) of one component, on the generic columns."""
-    match part:
-        case TokenIndex(system=system, code=code):
-            return system, code, None, None, None, None
-        case StringIndex(value=value):
-            return None, None, value, None, None, None
-        case DateIndex(low=low, high=high) | NumberIndex(low=low, high=high):
-            return None, None, None, low, high, None
-        case QuantityIndex(low=low, high=high, system=system, code=code, unit=unit):
-            return system, code, None, low, high, unit
-        case ReferenceIndex(type=type, id=id, url=url):
-            return type, id, url, None, None, None
-        case UriIndex(value=value):
-            return None, None, value, None, None, None
-    raise TypeError(f"unsupported composite part {part!r}")
-
-
-def _row(entry: IndexEntry) -> tuple[str, tuple[Any, ...]]:
-    """The table and the value columns (after type, id, param) of one index entry."""
-    match entry:
-        case TokenIndex(system=system, code=code):
-            return "idx_token", (system, code)
-        case TextIndex(value=value):
-            return "idx_text", (value,)
-        case StringIndex(value=value, exact=exact):
-            return "idx_string", (value, exact)
-        case DateIndex(low=low, high=high):
-            return "idx_date", (low, high)
-        case NumberIndex(low=low, high=high):
-            return "idx_number", (low, high)
-        case QuantityIndex(low=low, high=high, system=system, code=code, unit=unit):
-            return "idx_quantity", (low, high, system, code, unit)
-        case ReferenceIndex(type=type, id=id, version=version, url=url):
-            return "idx_reference", (type, id, version, url)
-        case UriIndex(value=value):
-            return "idx_uri", (value,)
-    raise TypeError(f"unknown index entry {entry!r}")
-
-
-async def _connect(path: str) -> aiosqlite.Connection:
-    connection = await aiosqlite.connect(path, isolation_level=None)
-    for pragma in PRAGMAS:
-        await connection.execute(pragma)
-    return connection
-
-
 def _version(row: Any) -> ResourceVersion:
     type_, id_, version, last_updated, method, json = row[:6]
     return ResourceVersion(type_, id_, version, last_updated, method, json)
 
 
+_CURRENT_SQL = f"SELECT {_VERSION_COLUMNS} {_CURRENT_FROM} WHERE r.type = ? AND r.id = ?"
+
+
 async def _current(db: aiosqlite.Connection, type: str, id: str) -> ResourceVersion | None:
-    sql = f"SELECT {_VERSION_COLUMNS} {_CURRENT_FROM} WHERE r.type = ? AND r.id = ?"
-    rows = await db.execute_fetchall(sql, (type, id))  # one thread hop, not three
+    rows = await db.execute_fetchall(_CURRENT_SQL, (type, id))  # one thread hop, not three
     return _version(rows[0]) if rows else None
 
 
-async def _count(db: aiosqlite.Connection, sql: str, params: list[Any]) -> int:
-    rows = await db.execute_fetchall(sql, params)
-    return int(next(iter(rows))[0])
+def _current_row(conn: sqlite3.Connection, type: str, id: str) -> ResourceVersion | None:
+    row = conn.execute(_CURRENT_SQL, (type, id)).fetchone()
+    return _version(row) if row else None
+
+
+def _count(conn: sqlite3.Connection, sql: str, params: list[Any]) -> int:
+    return int(conn.execute(sql, params).fetchone()[0])
 
 
 def _where(query: SearchQuery, probe: bool = False) -> tuple[str, list[Any]]:
@@ -398,13 +353,14 @@ async def explain(db: aiosqlite.Connection, query: SearchQuery) -> list[str]:
     return [str(row[3]) for row in rows]
 
 
-async def _search(db: aiosqlite.Connection, query: SearchQuery, *, paged: bool) -> Page:
+def _search(conn: sqlite3.Connection, query: SearchQuery, paged: bool) -> Page:
+    """A search, compiled and run on the connection's thread (one hop, off the event loop)."""
     total = None
     if query.total and paged:
         where, params = _where(query)
-        total = await _count(db, f"SELECT count(*) FROM resources r WHERE {where}", params)
+        total = _count(conn, f"SELECT count(*) FROM resources r WHERE {where}", params)
     sql, params = _page_sql(query, paged=paged)
-    rows = list(await db.execute_fetchall(sql, params))
+    rows = conn.execute(sql, params).fetchall()
     if paged and query.before is not None and not query.sort:
         limit = query.count
         page = sorted(rows[:limit], key=lambda row: row[1])
@@ -418,6 +374,22 @@ async def _search(db: aiosqlite.Connection, query: SearchQuery, *, paged: bool) 
         last_key = [*items[-1][6:], items[-1][1]] if query.sort and items else None
     versions = [_version(row) for row in items]
     return Page(versions, total, has_more=len(rows) > limit, last_key=last_key, keyed=keyed)
+
+
+def _history(conn: sqlite3.Connection, query: HistoryQuery, access: AccessFilter) -> Page:
+    where, params = _history_where(query, access)
+    total = _count(conn, f"SELECT count(*) FROM history h WHERE {where}", params)
+    if query.before is not None:
+        b = query.before
+        where += " AND (h.last_updated, h.type, h.id, h.version) < (?, ?, ?, ?)"
+        params = [*params, b.last_updated, b.type, b.id, b.version]
+    sql = (
+        f"SELECT {_VERSION_COLUMNS} FROM history h WHERE {where} ORDER BY h.last_updated "
+        "DESC, h.type DESC, h.id DESC, h.version DESC LIMIT ?"
+    )
+    rows = conn.execute(sql, [*params, query.count + 1]).fetchall()
+    items = [_version(row) for row in rows[: query.count]]
+    return Page(items=items, total=total, has_more=len(rows) > query.count)
 
 
 def _history_where(query: HistoryQuery, access: AccessFilter) -> tuple[str, list[Any]]:
