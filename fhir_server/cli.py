@@ -21,8 +21,21 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["FHIR_SQLITE_PATH"] = args.db
 
     from fhir_server.api.app import create_app
+    from fhir_server.api.protocol import bounded_protocol
+    from fhir_server.config import Settings
 
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level)
+    settings = Settings()
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        http=bounded_protocol(settings),  # head size, field count and read time; see protocol.py
+        timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
+        # uvicorn answers 503 when the connections or the requests in flight (abandoned ones
+        # still running included) reach this; the protocol closes excess connections first.
+        limit_concurrency=settings.max_connections + 1,
+    )
 
 
 if __name__ == "__main__":

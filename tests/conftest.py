@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -24,28 +23,9 @@ import pytest
 from fhir_server.api.app import create_app
 from fhir_server.config import MAPPINGS_DIR, PROFILES_DIR, Settings
 from fhir_server.storage.port import Storage
+from tests.engines import ENGINES_RAN, make_storage
 
-MONGODB_URI = os.environ.get("FHIR_TEST_MONGODB_URI")
-ENGINES_RAN: set[str] = set()
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def make_storage(engine: str, tmp_path: Path) -> Storage:
-    if engine == "sqlite":
-        from fhir_server.storage.sqlite import SqliteStorage
-
-        ENGINES_RAN.add("sqlite")
-        return SqliteStorage(tmp_path / "fhir.sqlite3")
-    from fhir_server.storage.mongo import MongoStorage
-
-    database = f"fhir_test_{uuid.uuid4().hex[:12]}"
-    if MONGODB_URI:
-        ENGINES_RAN.add(f"mongo (real server at {MONGODB_URI.split('@')[-1]})")
-        return MongoStorage(MONGODB_URI, database)
-    from mongomock_motor import AsyncMongoMockClient
-
-    ENGINES_RAN.add("mongo (mongomock-motor)")
-    return MongoStorage.from_client(AsyncMongoMockClient(), database)
 
 
 @pytest.fixture(params=["sqlite", "mongo"])
@@ -104,8 +84,9 @@ def _die_with_parent() -> None:
 class LiveServer:
     """A real `fhir-server serve` process on loopback (SQLite), for client and crash tests."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path, env: dict[str, str] | None = None) -> None:
         self.db = db
+        self.env = env or {}  # extra environment for the server, e.g. tiny timeouts
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/fhir"
         self.process: subprocess.Popen[bytes] | None = None
@@ -124,7 +105,8 @@ class LiveServer:
             "--log-level",
             "warning",
         ]
-        self.process = subprocess.Popen(command, cwd=ROOT, preexec_fn=_die_with_parent)
+        env = {**os.environ, **self.env}
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 from fhirpy import AsyncFHIRClient
@@ -72,6 +74,19 @@ def test_server_survives_bad_input_over_the_wire(live_server: LiveServer) -> Non
     assert httpx.get(f"{live_server.base_url}/Patient/_history").json()["total"] == 0
 
 
+def write_locked(db: Path) -> bool:
+    """Whether a writer holds the SQLite file's write lock (a unit of work is under way)."""
+    probe = sqlite3.connect(db, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        probe.close()
+
+
 def test_sigkill_during_a_large_transaction_stores_all_or_none(live_server: LiveServer) -> None:
     """The server is killed (SIGKILL) while it works through a 5,000-entry transaction; after
     a restart the database holds none of it (the commit never came) and serves as before."""
@@ -98,8 +113,10 @@ def test_sigkill_during_a_large_transaction_stores_all_or_none(live_server: Live
 
     sender = threading.Thread(target=send)
     sender.start()
-    time.sleep(1.5)  # well inside the transaction: 5,000 validated creates take several s
-    live_server.kill()
+    deadline = time.monotonic() + 60
+    while not write_locked(live_server.db) and time.monotonic() < deadline:
+        time.sleep(0.005)  # polling for the transaction to start, not waiting for a time
+    live_server.kill()  # inside the transaction: 5,000 validated creates take a second or more
     sender.join()
     assert "error" in outcome, f"the transaction finished before the kill: {outcome}"
     live_server.start()

@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from fhir_server import __version__
 from fhir_server.api.errors import install_error_handlers
+from fhir_server.api.limits import RequestLimits
 from fhir_server.api.metadata import metadata
 from fhir_server.api.routes import ROUTES
 from fhir_server.config import Settings
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app.state.storage = storage
     app.state.validator = validator
     install_error_handlers(app)
+    app.add_middleware(RequestLimits, settings=settings)
     base = settings.base_path.rstrip("/")
     # Plain Starlette routes: handlers take the Request and return a Response, so FastAPI's
     # dependency and body machinery would be pure per-request cost.

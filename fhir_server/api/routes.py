@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Literal
 from urllib.parse import parse_qsl
@@ -16,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server import fhirjson
+from fhir_server.api.base_url import base_url
 from fhir_server.api.body import read_body, read_resource
 from fhir_server.api.negotiation import check_response_format
 from fhir_server.api.responses import (
@@ -27,6 +29,7 @@ from fhir_server.api.responses import (
     version_headers,
 )
 from fhir_server.errors import Issue, error, operation_outcome
+from fhir_server.integers import parse_int
 from fhir_server.interactions import crud
 from fhir_server.interactions import patch as patching
 from fhir_server.interactions.context import Context
@@ -58,10 +61,8 @@ class Route:
 def context(request: Request) -> Context:
     """The request's context; every request carries a principal (anonymous until tokens)."""
     state = request.app.state
-    scope = request.scope
-    host = request.headers.get("host") or "{}:{}".format(*scope["server"])
-    base_url = f"{scope['scheme']}://{host}{scope.get('root_path', '')}{state.settings.base_path}"
-    return Context(state.storage, state.settings, ANONYMOUS, base_url, state.validator)
+    base = base_url(request.scope, state.settings)
+    return Context(state.storage, state.settings, ANONYMOUS, base, state.validator)
 
 
 def resource_type(request: Request) -> str:
@@ -79,10 +80,11 @@ def if_match(request: Request) -> int | None:
     header = request.headers.get("if-match")
     if header is None:
         return None
-    value = header.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
-        raise error(400, "invalid", f"If-Match '{header}' is not an ETag like W/\"3\"")
-    return int(value)
+    version = parse_int(header.strip().removeprefix("W/").strip('"'))
+    if version is None:
+        shown = header if len(header) <= 40 else header[:40] + "…"
+        raise error(400, "invalid", f"If-Match '{shown}' is not an ETag like W/\"3\"", "If-Match")
+    return version
 
 
 def criteria(request: Request) -> list[tuple[str, str]]:
@@ -232,7 +234,10 @@ async def search_post(request: Request) -> Response:
     if media not in ("application/x-www-form-urlencoded", ""):
         raise error(415, "not-supported", "POST _search takes application/x-www-form-urlencoded")
     limit = request.app.state.settings.max_body_bytes
-    body = (await read_body(request, limit)).decode("utf-8", errors="strict")
+    try:
+        body = (await read_body(request, limit)).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(400, "invalid", f"Form body is not UTF-8 (byte {exc.start})") from None
     return await _search(request, [*query_pairs(request), *parse_qsl(body, True)])
 
 
@@ -341,6 +346,8 @@ def _not_modified(request: Request, version: ResourceVersion, headers: dict[str,
         threshold = parsedate_to_datetime(since)
     except (TypeError, ValueError):
         return False  # an unreadable date is ignored, as RFC 9110 says
+    if threshold.tzinfo is None:  # `-0000`: "UTC, zone unknown" (RFC 5322)
+        threshold = threshold.replace(tzinfo=UTC)
     return parse_instant(version.last_updated).replace(microsecond=0) <= threshold
 
 
