@@ -11,6 +11,8 @@ Semantics (HAPI FHIR's, where the specification leaves a choice):
 - The result is validated exactly as an update; any error in it is 422 (the document was
   well-formed, its outcome is not an acceptable resource), and nothing is stored.
 - A patch must not change `resourceType` or `id`: 422 `processing` at that element.
+- A patch whose result would be larger than a request body may be (`max_body_bytes`) is 422
+  `too-costly`: it could not have been PUT, and copies could otherwise grow it without bound.
 - A patch that changes nothing (only `test` operations, a delete that matched nothing) makes
   no new version: 200 with the current one, as HAPI's JPA server does for an unchanged update
   (`suppressUpdatesWithNoChange`, on by default).
@@ -95,7 +97,7 @@ async def patch_version(
     if if_match is not None and current.version != if_match:
         raise precondition_failed(type, id, if_match)
     resource = fhirjson.loads_resource(current.json)
-    patched = document(resource)
+    patched = document(resource, limit=ctx.settings.max_body_bytes)
     _check_identity(patched, type, id)
     if fhirjson.dumps(patched) == fhirjson.dumps(resource):
         return WriteResult(current, created=False)

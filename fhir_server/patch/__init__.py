@@ -3,18 +3,19 @@
 The media type says what the body is: `application/json-patch+json` a JSON Patch (RFC 6902),
 FHIR JSON a FHIRPath Patch `Parameters` resource. A document is parsed (and judged: 400 when
 malformed) before any storage is touched, then applied to the current version; an operation
-the resource cannot take is 422. Nothing here does I/O, so bundles can patch too.
+the resource cannot take is 422, and so is one whose result would be larger than a body
+may be (`cost.py`). Nothing here does I/O, so bundles can patch too.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from fhir_server import fhirjson
 from fhir_server.errors import error
+from fhir_server.patch.cost import DEFAULT_LIMIT
 from fhir_server.patch.fhirpath_patch import apply_fhirpath_patch, parse_fhirpath_patch
 from fhir_server.patch.json_patch import apply_json_patch, parse_json_patch
 
@@ -22,7 +23,11 @@ JSON_PATCH = "application/json-patch+json"
 FHIRPATH_PATCH_TYPES = frozenset({"application/fhir+json", "application/json"})
 MEDIA_TYPES = frozenset({JSON_PATCH, *FHIRPATH_PATCH_TYPES})
 
-Patch = Callable[[dict[str, Any]], dict[str, Any]]
+
+class Patch(Protocol):
+    """A parsed patch: `resource` to its patched copy, whose size may not pass `limit`."""
+
+    def __call__(self, resource: dict[str, Any], *, limit: int = ...) -> dict[str, Any]: ...
 
 
 def parse_patch(body: bytes | dict[str, Any] | list[Any], media_type: str) -> Patch:
@@ -41,10 +46,13 @@ def parse_patch(body: bytes | dict[str, Any] | list[Any], media_type: str) -> Pa
 
 
 def apply_patch(
-    resource: dict[str, Any], body: bytes | dict[str, Any] | list[Any], media_type: str
+    resource: dict[str, Any],
+    body: bytes | dict[str, Any] | list[Any],
+    media_type: str,
+    limit: int = DEFAULT_LIMIT,
 ) -> dict[str, Any]:
     """`resource` with the patch applied (a new dict; `resource` is left as it was)."""
-    return parse_patch(body, media_type)(resource)
+    return parse_patch(body, media_type)(resource, limit=limit)
 
 
 def loads_json(body: bytes) -> Any:

@@ -9,6 +9,9 @@ not FHIRPath) is 400 `invalid`; a path outside the supported subset (`locate.py`
 `not-supported`; an operation this resource cannot take (its path matches no element or more
 than one, an index out of range, adding a single element that exists, a value of a type the
 element does not allow) is 422 `processing`. Delete of a path that matches nothing does nothing.
+Values come only from the document (no operation duplicates one), so a result can outgrow
+the resource by no more than the body; it is still checked once, whole, as JSON Patch's is:
+422 `too-costly` when larger than a body may be or nested too deeply (`cost.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_server.errors import FhirError, error
+from fhir_server.patch.cost import DEFAULT_LIMIT, check_result
 from fhir_server.patch.json_patch import clone
 from fhir_server.patch.locate import (
     CannotApply,
@@ -128,11 +132,21 @@ class _Parts:
             raise error(400, "invalid", f"The part '{name}' must have a {key}", self.at(name))
         if kind is int and value < 0:
             raise error(400, "invalid", f"The part '{name}' must not be negative", self.at(name))
+        if kind is int and value > _MAX_INTEGER:
+            message = f"The part '{name}' must be at most {_MAX_INTEGER} (a FHIR integer)"
+            raise error(400, "invalid", message, self.at(name))
         return value
 
 
-def apply_fhirpath_patch(resource: dict[str, Any], operations: list[Operation]) -> dict[str, Any]:
-    """Apply the operations in order to a copy of `resource`: all of them or none."""
+_MAX_INTEGER = 2**31 - 1
+
+
+def apply_fhirpath_patch(
+    resource: dict[str, Any], operations: list[Operation], limit: int = DEFAULT_LIMIT
+) -> dict[str, Any]:
+    """Apply the operations in order to a copy of `resource`: all of them or none.
+
+    `limit` bounds the size of the result's JSON, in bytes."""
     result: dict[str, Any] = clone(resource)
     for operation in operations:
         try:
@@ -144,6 +158,7 @@ def apply_fhirpath_patch(resource: dict[str, Any], operations: list[Operation]) 
             raise error(400, "not-supported", message, operation.at("path")) from None
         except PathError as exc:
             raise error(400, "invalid", str(exc), operation.at("path")) from None
+    check_result(result, limit)
     return result
 
 

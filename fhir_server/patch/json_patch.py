@@ -3,7 +3,9 @@
 Why our own: the document is small, the semantics are exact, and FHIR decimals must keep their
 text (`fhirjson.Decimal`), which general-purpose libraries would turn into floats. A document
 that is not a JSON Patch is 400; a patch that cannot be applied to this resource (a missing
-target, an index out of range, a failed `test`) is 422, as FHIR's http.html#patch says.
+target, an index out of range, a failed `test`) is 422, as FHIR's http.html#patch says; one
+whose result would outgrow a request body (copies that double the resource) is 422
+`too-costly` (`cost.py`).
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from fhir_server import fhirjson
 from fhir_server.errors import FhirError, error
+from fhir_server.patch.cost import DEFAULT_LIMIT, Budget, TooCostly, check_result, depth_of
 
 Pointer = tuple[str, ...]
 
 _NEEDS_VALUE = frozenset({"add", "replace", "test"})
 _NEEDS_FROM = frozenset({"move", "copy"})
 OPERATIONS = frozenset({"remove"} | _NEEDS_VALUE | _NEEDS_FROM)
-_INDEX = re.compile(r"0|[1-9][0-9]*")
+_INDEX = re.compile(r"0|[1-9][0-9]{0,17}")
+"""An array index (RFC 6901): ASCII digits, no leading zero; at most 18, so `int()` is cheap
+and cannot fail (5,000 digits would) and no longer index is in range anyway."""
 _BAD_ESCAPE = re.compile(r"~(?![01])")
 _MISSING: Any = object()
 
@@ -81,6 +87,9 @@ def _operation(number: int, raw: Any) -> Operation:
     if op in _NEEDS_VALUE and value is _MISSING:
         raise error(400, "invalid", f"{where} ({op}) has no 'value'")
     source = _pointer(raw, "from", where) if op in _NEEDS_FROM else ()
+    if value is not _MISSING and depth_of(value, fhirjson.MAX_DEPTH) > fhirjson.MAX_DEPTH:
+        message = f"{where}: 'value' nests deeper than {fhirjson.MAX_DEPTH} levels"
+        raise error(400, "too-costly", message)
     return Operation(number, op, path, value, source)
 
 
@@ -94,19 +103,28 @@ def _pointer(raw: dict[str, Any], member: str, where: str) -> Pointer:
         raise error(400, "invalid", f"{where}: {exc}") from None
 
 
-def apply_json_patch(document: Any, operations: list[Operation]) -> Any:
-    """Apply the operations in order to a copy of `document`: all of them or none (422)."""
+def apply_json_patch(document: Any, operations: list[Operation], limit: int = DEFAULT_LIMIT) -> Any:
+    """Apply the operations in order to a copy of `document`: all of them or none (422).
+
+    `limit` bounds the size of the result's JSON, in bytes."""
     result = clone(document)
+    budget = Budget.of(result, limit)
     for operation in operations:
         try:
-            result = _apply(result, operation)
+            result = _apply(result, operation, budget)
         except NotApplicable as exc:
             raise _not_applicable(operation, str(exc)) from None
+        except TooCostly as exc:
+            message = f"{operation.describe()} is refused: {exc}"
+            raise error(422, "too-costly", message) from None
+    check_result(result, limit)  # moves can nest what no single operation measured
     return result
 
 
-def _apply(document: Any, operation: Operation) -> Any:
+def _apply(document: Any, operation: Operation, budget: Budget) -> Any:
     op, path = operation.op, operation.path
+    if op in ("add", "replace"):
+        budget.charge(operation.value)
     if op == "add":
         return add(document, path, clone(operation.value))
     if op == "remove":
@@ -120,6 +138,7 @@ def _apply(document: Any, operation: Operation) -> Any:
         return document
     value = get(document, operation.source)
     if op == "copy":
+        budget.charge(value)  # before cloning: the clone is what would cost
         return add(document, path, clone(value))
     if path[: len(operation.source)] == operation.source and path != operation.source:
         raise NotApplicable("a value cannot be moved into one of its own children")

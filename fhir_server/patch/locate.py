@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
 from fhir_server.resource_types import is_resource_type
@@ -74,9 +74,17 @@ class Member:
         return next((base for k, base in self.keys if k == key), None)
 
 
-@cache
+_LONGEST_NAME = 64
+"""R4's longest element names are about 40 characters; a longer one is nobody's."""
+
+
 def member(base: str, name: str) -> Member | None:
     """Member `name` of the type or backbone element `base`, from the R4 definitions."""
+    return _member(base, name) if len(name) <= _LONGEST_NAME else None
+
+
+@lru_cache(maxsize=4096)  # names come from requests: known ones and misses, a bounded few
+def _member(base: str, name: str) -> Member | None:
     found = element(f"{base}.{name}")
     if found is not None:
         if found.ref is not None:
@@ -232,7 +240,7 @@ def _equal(value: Any, literal: Literal) -> bool:
 _TOKEN = re.compile(
     r"""\s*(?:
       (?P<string>'(?:[^'\\]|\\.)*')
-    | (?P<number>\d+(?:\.\d+)?)
+    | (?P<number>[0-9]+(?:\.[0-9]+)?)
     | (?P<name>\$?[A-Za-z_][A-Za-z0-9_]*|`[^`]+`)
     | (?P<symbol>!=|[.\[\]()=])
     | (?P<other>[|+\-*/&<>~!,:{}%^])
@@ -243,9 +251,17 @@ _ESCAPES = {"'": "'", '"': '"', "`": "`", "\\": "\\", "/": "/", "n": "\n", "r": 
 _FUNCTIONS = frozenset({"first", "last", "where", "extension"})
 
 
-@cache
+_MAX_DIGITS = 18
+"""Longer numbers are no index and no value a resource holds; `int()` of 5,000 digits fails."""
+
+
 def parse_path(text: str) -> Path:
     """Parse once; PathError for what is not FHIRPath, Unsupported for what we do not do."""
+    return _parsed(text) if len(text) <= 256 else _Parser(text).parse()
+
+
+@lru_cache(maxsize=1024)  # paths come from requests: a bounded number of short ones
+def _parsed(text: str) -> Path:
     return _Parser(text).parse()
 
 
@@ -293,7 +309,7 @@ class _Parser:
         while (token := self.peek()) is not None:
             if token == ("symbol", "["):
                 self.at += 1
-                steps.append(("index", int(self.take("number"))))
+                steps.append(("index", self.index()))
                 self.take("symbol", "]")
                 continue
             self.take("symbol", ".")
@@ -303,6 +319,12 @@ class _Parser:
             else:
                 steps.append(("member", name))
         return Path(self.text, start, tuple(steps))
+
+    def index(self) -> int:
+        number = self.take("number")
+        if "." in number or len(number) > _MAX_DIGITS:
+            raise PathError(f"'{self.text}': [{number}] is not an index")
+        return int(number)
 
     def function(self, name: str) -> Step:
         if name not in _FUNCTIONS:
@@ -346,7 +368,9 @@ class _Parser:
         if token is not None and token[0] == "string":
             return _unquote(token[1])
         if token is not None and token[0] == "number":
-            return float(token[1]) if "." in token[1] else int(token[1])
+            if "." in token[1] or len(token[1]) > _MAX_DIGITS:
+                return float(token[1])  # never fails: too large a number is inf
+            return int(token[1])
         if token in (("name", "true"), ("name", "false")):
             return token == ("name", "true")
         raise Unsupported(f"where() compares with a literal ('text', 1, true) in '{self.text}'")

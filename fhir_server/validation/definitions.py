@@ -73,10 +73,19 @@ def primitive_types() -> frozenset[str]:
     return frozenset(primitive_regexes())
 
 
-@cache
 def elements(type_name: str) -> dict[str, ElementDef]:
-    """Snapshot elements of a resource or complex datatype, by path; empty if unknown."""
-    raw = _elements_file()["elements"].get(type_name, {})
+    """Snapshot elements of a resource or complex datatype, by path; empty if unknown.
+
+    Only known names are cached: a name can come from a request, and remembering every
+    unknown one would let clients grow the cache without bound."""
+    if type_name not in _elements_file()["elements"]:
+        return {}
+    return _elements(type_name)
+
+
+@cache
+def _elements(type_name: str) -> dict[str, ElementDef]:
+    raw = _elements_file()["elements"][type_name]
     return {path: _element_def(path, e) for path, e in raw.items()}
 
 
@@ -150,12 +159,16 @@ def _valuesets_file() -> dict[str, Any]:
     return data
 
 
-@cache
 def core_valueset(url: str) -> ValueSetCodes | None:
-    """The expansion of a value set bound somewhere in the base specification."""
-    raw = _valuesets_file().get(url)
-    if raw is None:
-        return None
+    """The expansion of a value set bound somewhere in the base specification.
+
+    As `elements`: a url can come from a request ($translate), so only known ones are cached."""
+    return _core_valueset(url) if url in _valuesets_file() else None
+
+
+@cache
+def _core_valueset(url: str) -> ValueSetCodes:
+    raw = _valuesets_file()[url]
     pairs = frozenset((s, c) for s, codes in raw["codes"].items() for c in codes)
     return ValueSetCodes(url, raw["complete"], pairs, frozenset(c for _, c in pairs))
 
@@ -230,10 +243,17 @@ def _flat_codesystems() -> frozenset[str]:
     return frozenset(_codesystems_file()["flat"])
 
 
-@cache
 def core_hierarchy(url: str) -> CodeHierarchy | None:
-    """The hierarchy of a complete R4 core code system; None if the package does not have it."""
+    """The hierarchy of a complete R4 core code system; None if the package does not have it.
+
+    As `elements`: a url can come from a request (`code:below=system|x`), so only known ones
+    are cached."""
+    if url not in _codesystems_file()["hierarchies"] and url not in _flat_codesystems():
+        return None
+    return _core_hierarchy(url)
+
+
+@cache
+def _core_hierarchy(url: str) -> CodeHierarchy:
     parents = _codesystems_file()["hierarchies"].get(url)
-    if parents is not None:
-        return CodeHierarchy.of(url, parents)
-    return CodeHierarchy.of(url, {}) if url in _flat_codesystems() else None
+    return CodeHierarchy.of(url, parents if parents is not None else {})

@@ -17,11 +17,14 @@ from .definitions import r4b_differences, r4b_equal_types
 __all__ = ["r4b_difference", "r4b_model"]
 
 
-@cache
 def r4b_model(resource_type: str) -> type[BaseModel] | None:
-    """The R4B model class when it has exactly the R4 structure, else None."""
-    if resource_type not in r4b_equal_types():
-        return None
+    """The R4B model class when it has exactly the R4 structure, else None (not cached: a
+    type name can come from a request, and the cache holds only the known ones)."""
+    return _model(resource_type) if resource_type in r4b_equal_types() else None
+
+
+@cache
+def _model(resource_type: str) -> type[BaseModel]:
     from fhir.resources.R4B import get_fhir_model_class  # heavy import, only when needed
 
     model: type[BaseModel] = get_fhir_model_class(resource_type)
