@@ -15,8 +15,8 @@ import calendar
 import re
 import unicodedata
 from datetime import datetime, timedelta
+from decimal import MAX_EMAX, MIN_EMIN, Context, InvalidOperation
 from decimal import Decimal as _Decimal
-from decimal import InvalidOperation
 from functools import cache
 from typing import Any
 
@@ -148,10 +148,13 @@ def number_range(value: Any) -> tuple[float, float]:
     if isinstance(value, bool):
         raise TypeError("a boolean is not a number")
     if isinstance(value, int):
-        return value - 0.5, value + 0.5
-    text = getattr(value, "text", None)
-    if text is None:
-        text = repr(value) if isinstance(value, float) else str(value)
+        if abs(value) < 2**1000:
+            return value - 0.5, value + 0.5
+        text = str(value)
+    else:
+        text = getattr(value, "text", None)
+        if text is None:
+            text = repr(value) if isinstance(value, float) else str(value)
     try:
         exact = _Decimal(text)
     except InvalidOperation:
@@ -160,5 +163,10 @@ def number_range(value: Any) -> tuple[float, float]:
         raise ValueError(f"not a finite number: {text!r}")
     exponent = exact.as_tuple().exponent
     assert isinstance(exponent, int)
-    half = _Decimal(5).scaleb(exponent - 1)
-    return float(exact - half), float(exact + half)
+    # `1e-99999999` is a valid JSON number: its exponent is past the default context's
+    # limits, so the half unit is computed without them; floats then round to 0 or ±inf.
+    half = _UNBOUNDED.scaleb(_Decimal(5), exponent - 1)
+    return float(_UNBOUNDED.subtract(exact, half)), float(_UNBOUNDED.add(exact, half))
+
+
+_UNBOUNDED = Context(prec=28, Emax=MAX_EMAX, Emin=MIN_EMIN)

@@ -7,6 +7,7 @@ malformed one is a 400 naming the parameter, never an exception deeper down.
 
 from __future__ import annotations
 
+import math
 import re
 
 from fhir_server.errors import FhirError, error
@@ -95,11 +96,19 @@ def date(name: str, param: str, value: str) -> DateMatch:
     return DateMatch(param, prefix, *found)
 
 
+def _finite_range(name: str, value: str, text_value: str, expected: str) -> tuple[float, float]:
+    """The number's range; one past what a float holds (`1e400`) matches nothing: a 400."""
+    low, high = number_range(text_value)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise _bad(name, value, f"{expected} within ±1.8e308")
+    return low, high
+
+
 def number(name: str, param: str, value: str) -> NumberMatch:
     prefix, text_value = _prefixed(value)
     if not _NUMBER.fullmatch(text_value):
         raise _bad(name, value, "number")
-    return NumberMatch(param, prefix, *number_range(text_value))
+    return NumberMatch(param, prefix, *_finite_range(name, value, text_value, "number"))
 
 
 def quantity(name: str, param: str, value: str) -> QuantityMatch:
@@ -109,7 +118,7 @@ def quantity(name: str, param: str, value: str) -> QuantityMatch:
     prefix, text_value = _prefixed(parts[0])
     if not _NUMBER.fullmatch(text_value):
         raise _bad(name, value, "quantity ([prefix]number|system|code)")
-    low, high = number_range(text_value)
+    low, high = _finite_range(name, value, text_value, "quantity")
     system, code = (parts[1] or None, parts[2] or None) if len(parts) == 3 else (None, None)
     return QuantityMatch(param, prefix, low, high, system, code)
 
