@@ -58,7 +58,14 @@ async def client(
     engine: str, tmp_path: Path, settings: Settings
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on the ASGI app (lifespan run), one per engine."""
-    app = create_app(settings, make_storage(engine, tmp_path))
+    async with app_client(settings, make_storage(engine, tmp_path)) as http:
+        yield http
+
+
+@contextlib.asynccontextmanager
+async def app_client(settings: Settings, storage: Storage) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on a new ASGI app over `storage`, its lifespan run around it."""
+    app = create_app(settings, storage)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(

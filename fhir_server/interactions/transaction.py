@@ -27,11 +27,12 @@ from fhir_server.interactions.context import Context
 from fhir_server.interactions.patch import conditional_patch, patch, patch_version
 from fhir_server.interactions.rewrite import resolve_all
 from fhir_server.interactions.search import search_type
+from fhir_server.interactions.subsetting import parse_subset
 from fhir_server.interactions.versions import etag, new_id, stored_version
 from fhir_server.patch import JSON_PATCH, parse_patch
 from fhir_server.search.indexer import index_entries
 from fhir_server.search.parser import parse_search
-from fhir_server.storage.port import ResourceVersion, UnitOfWork, VersionConflict
+from fhir_server.storage.port import ResourceVersion, StorageError, UnitOfWork, VersionConflict
 
 log = logging.getLogger("fhir_server")
 
@@ -121,12 +122,14 @@ def _check_read(ctx: Context, entry: Entry) -> None:
     try:
         if entry.id is None:
             settings = ctx.settings
+            criteria = entry.criteria or []
             parse_search(
                 entry.type,
-                entry.criteria or [],
+                criteria,
                 default_count=settings.default_page_size,
                 max_count=settings.max_page_size,
             )
+            parse_subset(criteria)
         elif entry.version is not None and parse_int(entry.version) is None:
             raise error(404, "not-found", f"Version '{entry.version}' is not a version number")
     except FhirError as failure:
@@ -254,6 +257,8 @@ async def _batch_entry(ctx: Context, entry: Entry | FhirError) -> dict[str, Any]
         return await _run_alone(ctx, entry)
     except FhirError as failure:
         return _failed(failure)
+    except StorageError as exc:  # contention: this entry stored nothing, a retry may succeed
+        return _failed(error(409, "conflict", f"Changed concurrently ({exc}); try again"))
     except Exception as exc:
         return _unexpected(exc, getattr(entry, "index", -1))
 

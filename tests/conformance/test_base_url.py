@@ -13,8 +13,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from fhir_server.api.app import create_app
 from fhir_server.config import Settings
+from tests.conftest import app_client
 from tests.engines import make_storage
 from tests.resources import patient
 
@@ -30,15 +30,8 @@ def engine() -> str:
 
 
 async def _client(settings: Settings, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, make_storage("sqlite", tmp_path))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://testserver/fhir",
-            headers={"Accept": "application/fhir+json"},
-        ) as http:
-            yield http
+    async with app_client(settings, make_storage("sqlite", tmp_path)) as http:
+        yield http
 
 
 @pytest.fixture

@@ -10,9 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fhir_server.api.app import create_app
-from fhir_server.api.limits import RequestLimits
 from fhir_server.config import Settings
+from tests.conftest import app_client
 from tests.engines import make_storage
 from tests.resources import patient
 
@@ -23,15 +22,8 @@ async def limited(settings: Settings, tmp_path: Path) -> AsyncIterator[httpx.Asy
     small = settings.model_copy(
         update={"max_headers": 10, "max_header_bytes": 2048, "body_timeout": 0.2}
     )
-    app = create_app(small, make_storage("sqlite", tmp_path))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=RequestLimits(app, small))
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://testserver/fhir",
-            headers={"Accept": "application/fhir+json"},
-        ) as http:
-            yield http
+    async with app_client(small, make_storage("sqlite", tmp_path)) as http:
+        yield http  # create_app installs RequestLimits with the small settings
 
 
 def _assert_outcome(response: httpx.Response, status: int, code: str) -> None:

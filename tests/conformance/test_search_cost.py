@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ import httpx
 import pytest
 from pymongo.errors import ExecutionTimeout
 
-from fhir_server.api.app import create_app
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError
 from fhir_server.search import parser
@@ -33,6 +31,7 @@ from fhir_server.storage.sqlite import SqliteStorage
 from fhir_server.storage.sqlite import engine as sqlite_engine
 from fhir_server.storage.sqlite.connections import in_thread
 from fhir_server.storage.sqlite.engine import _fetch
+from tests.conftest import app_client
 from tests.engines import make_storage
 
 ALL = AccessFilter()
@@ -54,15 +53,6 @@ def _outcome(response: httpx.Response, status: int = 400) -> dict[str, Any]:
     issue = response.json()["issue"][0]
     assert issue["code"] == "too-costly", issue
     return issue
-
-
-@asynccontextmanager
-async def _serve(settings: Settings, storage: Storage) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, storage)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver/fhir") as c:
-            yield c
 
 
 async def _load(client: httpx.AsyncClient, count: int) -> None:
@@ -172,7 +162,7 @@ async def test_a_sqlite_search_past_the_time_limit_is_too_costly(
     tmp_path: Path, settings: Settings
 ) -> None:
     storage = SqliteStorage(tmp_path / "slow.sqlite3", search_timeout=0.2)
-    async with _serve(settings, storage) as client:
+    async with app_client(settings, storage) as client:
         await _load(client, SLOW_ROWS)
         issue = _outcome(await client.get("/Patient", params=_slow_search()))
         assert "longer than 0.2 s" in issue["diagnostics"]
@@ -185,7 +175,7 @@ async def test_a_mongo_search_past_its_time_budget_is_too_costly(
     tmp_path: Path, settings: Settings
 ) -> None:
     storage = make_storage("mongo", tmp_path)
-    async with _serve(settings, storage) as client:
+    async with app_client(settings, storage) as client:
         await client.post("/Patient", json=_patient("Berg"))
         storage.search_timeout = 0.0  # type: ignore[attr-defined]
         issue = _outcome(await client.get("/Patient", params={"family": "berg"}))
@@ -196,7 +186,7 @@ async def test_a_mongo_search_past_its_time_budget_is_too_costly(
 async def test_mongo_execution_timeout_is_too_costly(tmp_path: Path, settings: Settings) -> None:
     """The server's answer to `maxTimeMS` (mongomock never sends it) is the same 400."""
     storage = make_storage("mongo", tmp_path)
-    async with _serve(settings, storage) as client:
+    async with app_client(settings, storage) as client:
         collection = storage.resources_col  # type: ignore[attr-defined]
 
         async def timed_out(*args: Any, **kwargs: Any) -> int:
@@ -211,7 +201,7 @@ async def test_a_transaction_past_its_time_limit_stores_nothing(
     tmp_path: Path, settings: Settings
 ) -> None:
     storage = SqliteStorage(tmp_path / "tx.sqlite3")
-    async with _serve(settings, storage) as client:
+    async with app_client(settings, storage) as client:
         storage.transaction_timeout = 0.0
         entries = [{"resource": _patient("Berg"), "request": {"method": "POST", "url": "Patient"}}]
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
@@ -280,7 +270,7 @@ async def test_a_read_answers_while_slow_searches_hold_every_search_connection(
     tmp_path: Path, settings: Settings
 ) -> None:
     storage = SqliteStorage(tmp_path / "pool.sqlite3", readers=2)
-    async with _serve(settings, storage) as client:
+    async with app_client(settings, storage) as client:
         await _load(client, SLOW_ROWS)
         created = await client.post("/Patient", json=_patient("Läsbar"))
         location = "/Patient/" + created.json()["id"]

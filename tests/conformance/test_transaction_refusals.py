@@ -95,6 +95,7 @@ FAILING: dict[str, tuple[dict[str, Any], int]] = {
     "get-unknown-parameter": (request("GET", "Patient?colour=blue"), 400),
     "get-count-not-a-number": (request("GET", "Patient?_count=%C2%B2"), 400),
     "head-bad-date": (request("HEAD", "Patient?birthdate=ge1990-99"), 400),
+    "get-bad-summary": (request("GET", "Patient?_summary=maybe"), 400),
     "get-bad-id": (request("GET", "Patient/not$an$id"), 400),
     # the entry itself
     "unknown-method": (request("TRACE", "Patient"), 400),
