@@ -53,7 +53,7 @@ def share(weight: float) -> settings:
     return settings(max_examples=max(1, round(BUDGET * weight)))
 
 
-# ---------------------------------------------------------------- known bugs (lead: delete)
+# ---------------------------------------------------------------- requests and answers
 
 
 @dataclass
