@@ -182,3 +182,27 @@ async def test_too_many_searches_in_one_bundle_are_413(client: httpx.AsyncClient
         assert response.status_code == 413, response.text
         assert response.json()["issue"][0]["code"] == "too-costly"
     assert (await client.get("/Patient", params={"_summary": "count"})).json()["total"] == 0
+
+
+BATCH_ONLY_TRANSACTION_RULES = {"unresolved-placeholder", "conditional-reference-none"}
+"""Failures of references between entries: a batch rewrites no references, so these are not
+failures there."""
+
+
+@pytest.mark.parametrize("failure", sorted(set(FAILING) - BATCH_ONLY_TRANSACTION_RULES))
+@pytest.mark.usefixtures("existing")
+async def test_a_failing_batch_entry_is_answered_in_place_and_changes_nothing(
+    client: httpx.AsyncClient, failure: str
+) -> None:
+    failing, status = FAILING[failure]
+    before = await snapshot(client)
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [failing, *GOOD_WRITES]}
+    response = await client.post("", json=bundle)
+    assert response.status_code == 200, response.text
+    answers = response.json()["entry"]
+    assert answers[0]["response"]["status"].startswith(str(status)), answers[0]
+    assert answers[0]["response"]["outcome"]["resourceType"] == "OperationOutcome"
+    assert [a["response"]["status"] for a in answers[1:]] == ["201 Created", "201 Created"]
+    after = await snapshot(client)
+    assert after[0] == before[0] + 2  # the two good writes' versions, nothing of the failing one
+    assert after[2] == (before[2][0] + 2, before[2][1])
