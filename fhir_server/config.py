@@ -48,6 +48,11 @@ class Settings(BaseSettings):
         description="Batch and transaction Bundles with more search entries (GET [type]?…) "
         "than this get 413: each search may cost as much as a request of its own.",
     )
+    payment_agreement: str = Field(
+        default="norrbotten",
+        description="The regional agreement $payment-liability counts by (R-DIS-09): an id in "
+        "fhir_server/sip/payment-agreements.json.",
+    )
     default_page_size: int = 20
     max_page_size: int = 1000
     search_timeout: float = Field(

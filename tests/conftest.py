@@ -22,6 +22,7 @@ import pytest
 
 from fhir_server.api.app import create_app
 from fhir_server.config import MAPPINGS_DIR, PROFILES_DIR, Settings
+from fhir_server.sip.clock import Clock
 from fhir_server.storage.port import Storage
 from tests.engines import ENGINES_RAN, make_storage
 
@@ -63,9 +64,11 @@ async def client(
 
 
 @contextlib.asynccontextmanager
-async def app_client(settings: Settings, storage: Storage) -> AsyncIterator[httpx.AsyncClient]:
+async def app_client(
+    settings: Settings, storage: Storage, clock: Clock | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on a new ASGI app over `storage`, its lifespan run around it."""
-    app = create_app(settings, storage)
+    app = create_app(settings, storage, clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(

@@ -17,6 +17,7 @@ from fhir_server.config import Settings
 from fhir_server.interactions.conformance import publish_conformance
 from fhir_server.interactions.reindex import reindex_if_needed
 from fhir_server.search.registry import use_codesystems, use_custom, use_valuesets
+from fhir_server.sip.clock import Clock, SystemClock
 from fhir_server.storage.factory import create_storage
 from fhir_server.storage.port import Storage
 from fhir_server.validation.invariants import report_unsupported
@@ -24,8 +25,11 @@ from fhir_server.validation.structure import warm_up
 from fhir_server.validation.validator import Validator
 
 
-def create_app(settings: Settings | None = None, storage: Storage | None = None) -> FastAPI:
-    """Build the app; `storage` defaults to the engine the settings select."""
+def create_app(
+    settings: Settings | None = None, storage: Storage | None = None, clock: Clock | None = None
+) -> FastAPI:
+    """Build the app; `storage` defaults to the engine the settings select, `clock` to the
+    system's (tests and scenario playback set their own)."""
     settings = settings or Settings()
     storage = storage or create_storage(settings)
     validator = Validator.from_directories(settings.profile_dirs)
@@ -56,6 +60,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app.state.settings = settings
     app.state.storage = storage
     app.state.validator = validator
+    app.state.clock = clock or SystemClock()
     install_error_handlers(app)
     app.add_middleware(RequestLimits, settings=settings)
     base = settings.base_path.rstrip("/")

@@ -21,6 +21,7 @@ STARTED = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 OPERATIONS = {
     "$translate": "http://hl7.org/fhir/OperationDefinition/ConceptMap-translate",
     "$validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+    "$payment-liability": "http://sip-fhir.se/fhir/OperationDefinition/Encounter-payment-liability",
 }
 
 

@@ -34,6 +34,7 @@ from fhir_server.interactions import crud
 from fhir_server.interactions import patch as patching
 from fhir_server.interactions.context import Context
 from fhir_server.interactions.history import history
+from fhir_server.interactions.payment_liability import liability_of_stay
 from fhir_server.interactions.search import search_system, search_type
 from fhir_server.interactions.subsetting import parse_subset, subset
 from fhir_server.interactions.transaction import process_bundle
@@ -62,7 +63,7 @@ def context(request: Request) -> Context:
     """The request's context; every request carries a principal (anonymous until tokens)."""
     state = request.app.state
     base = base_url(request.scope, state.settings)
-    return Context(state.storage, state.settings, ANONYMOUS, base, state.validator)
+    return Context(state.storage, state.settings, ANONYMOUS, base, state.validator, state.clock)
 
 
 def resource_type(request: Request) -> str:
@@ -351,6 +352,13 @@ def _not_modified(request: Request, version: ResourceVersion, headers: dict[str,
     return parse_instant(version.last_updated).replace(microsecond=0) <= threshold
 
 
+async def payment_liability(request: Request) -> Response:
+    """`Encounter/[id]/$payment-liability` (R-DIS-09)."""
+    pretty = check_response_format(request)
+    result = await liability_of_stay(context(request), request.path_params["id"])
+    return json_response(result, 200, pretty=pretty)
+
+
 async def bundle_post(request: Request) -> Response:
     """`POST [base]`: a batch or transaction Bundle; the response Bundle says what happened."""
     pretty = check_response_format(request)
@@ -371,6 +379,13 @@ ROUTES: tuple[Route, ...] = (
     Route("/ConceptMap/$translate", "POST", translate_type, "$translate", "type"),
     Route("/ConceptMap/{id}/$translate", "GET", translate_instance, "$translate", "instance"),
     Route("/ConceptMap/{id}/$translate", "POST", translate_instance, "$translate", "instance"),
+    Route(
+        "/Encounter/{id}/$payment-liability",
+        "GET",
+        payment_liability,
+        "$payment-liability",
+        "instance",
+    ),
     Route("/_history", "GET", history_system, "history-system", "system"),
     Route("/", "GET", search_system_get, "search-system", "system"),
     Route("", "GET", search_system_get, "search-system", "system"),

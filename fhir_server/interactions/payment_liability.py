@@ -1,0 +1,101 @@
+"""`Encounter/[id]/$payment-liability` (R-DIS-09): the municipality's payment liability for
+one inpatient stay, as a Parameters resource.
+
+The facts come from the stay's own resources: its admission and ready-for-discharge notices
+(Communications of the stay, by their `sent` time) and whether a recipient of each is a
+municipality (an Organization whose principal type is `kommun`, a unit or the municipality
+itself); the discharge date is `Encounter.period.end`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from fhir_server.interactions import crud
+from fhir_server.interactions.context import Context
+from fhir_server.search.parser import parse_search
+from fhir_server.sip.agreements import agreement
+from fhir_server.sip.clock import local_moment
+from fhir_server.sip.liability import Liability, StayFacts, payment_liability
+from fhir_server.storage.port import ResourceVersion
+
+MESSAGE_TYPE = "http://sip-fhir.se/fhir/CodeSystem/sip-message-type"
+PRINCIPAL_TYPE = "http://sip-fhir.se/fhir/CodeSystem/sip-principal-type"
+
+
+async def liability_of_stay(ctx: Context, encounter_id: str) -> dict[str, Any]:
+    encounter = _resource(await crud.read(ctx, "Encounter", encounter_id))
+    terms = agreement(ctx.settings.payment_agreement)
+    end = local_moment(str((encounter.get("period") or {}).get("end") or ""))
+    facts = StayFacts(
+        await _first_to_municipality(ctx, encounter_id, "inskrivningsmeddelande"),
+        await _first_to_municipality(ctx, encounter_id, "utskrivningsklar"),
+        end.date() if end is not None else None,
+    )
+    result = payment_liability(facts, terms, ctx.clock.now().date())
+    return _parameters(result, terms.id)
+
+
+async def _first_to_municipality(ctx: Context, encounter_id: str, code: str) -> datetime | None:
+    """When the first notice of this type that a municipality received was sent."""
+    criteria = [
+        ("encounter", f"Encounter/{encounter_id}"),
+        ("category", f"{MESSAGE_TYPE}|{code}"),
+        ("status:not", "entered-in-error"),
+        ("_sort", "sent"),
+        ("_count", "100"),
+    ]
+    page = await ctx.storage.search(parse_search("Communication", criteria).query, ctx.access)
+    for version in page.items:
+        notice = _resource(version)
+        sent = local_moment(str(notice.get("sent") or ""))
+        if sent is not None and await _reaches_municipality(ctx, notice):
+            return sent
+    return None
+
+
+async def _reaches_municipality(ctx: Context, notice: dict[str, Any]) -> bool:
+    for recipient in notice.get("recipient") or []:
+        type, _, id = str((recipient or {}).get("reference") or "").partition("/")
+        if type != "Organization" or not id:
+            continue
+        stored = await ctx.storage.read("Organization", id, ctx.access)
+        if stored is not None and not stored.deleted and _is_municipal(_resource(stored)):
+            return True
+    return False
+
+
+def _sek(amount: int) -> dict[str, Any]:
+    return {"value": amount, "currency": "SEK"}
+
+
+def _resource(version: ResourceVersion) -> dict[str, Any]:
+    assert version.json is not None
+    return orjson.loads(version.json)  # type: ignore[no-any-return]
+
+
+def _is_municipal(organization: dict[str, Any]) -> bool:
+    return any(
+        coding.get("system") == PRINCIPAL_TYPE and coding.get("code") == "kommun"
+        for concept in organization.get("type") or []
+        for coding in concept.get("coding") or []
+    )
+
+
+def _parameters(result: Liability, agreement_id: str) -> dict[str, Any]:
+    parameters: list[dict[str, Any]] = [{"name": "liable", "valueBoolean": result.liable}]
+    if result.start is not None:
+        parameters.append({"name": "liabilityStart", "valueDate": result.start.isoformat()})
+    if result.liable:
+        parameters += [
+            {"name": "liableDays", "valueInteger": result.days},
+            {"name": "dailyAmount", "valueMoney": _sek(result.daily_amount)},
+            {"name": "amount", "valueMoney": _sek(result.amount)},
+        ]
+    parameters.append({"name": "agreement", "valueString": agreement_id})
+    if result.reason is not None:
+        parameters.append({"name": "reason", "valueString": result.reason})
+    return {"resourceType": "Parameters", "parameter": parameters}

@@ -1,0 +1,201 @@
+"""`Encounter/[id]/$payment-liability` (R-DIS-09), on both engines, over HTTP.
+
+The example discharge case (examples/sip-case) is loaded, then its ready-for-discharge notice
+and stay are changed per case. Liability starts a number of calendar days after the day the
+notice was sent, in Stockholm time: 3 before 12:00, 4 at or after (Norrbotten, the default).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fhir_server.config import Settings
+from fhir_server.sip.clock import STOCKHOLM, FixedClock
+from tests.conftest import app_client
+from tests.engines import make_storage
+
+CASE = Path(__file__).resolve().parents[2] / "examples" / "sip-case"
+STAY = "/Encounter/inpatient-stay"
+DAILY = 9300  # SEK, the default agreement's figure from 2022
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(datetime(2026, 11, 20, 9, 0, tzinfo=STOCKHOLM))
+
+
+@pytest.fixture
+async def client(
+    engine: str, tmp_path: Path, settings: Settings, clock: FixedClock
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(settings, make_storage(engine, tmp_path), clock) as http:
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": []}
+        for file in sorted(CASE.glob("*.json")):
+            resource = json.loads(file.read_text())
+            url = f"{resource['resourceType']}/{resource['id']}"
+            bundle["entry"].append({"resource": resource, "request": {"method": "PUT", "url": url}})
+        response = await http.post("", json=bundle)
+        assert response.status_code == 200, response.text
+        yield http
+
+
+def example(name: str) -> dict[str, Any]:
+    return json.loads((CASE / f"{name}.json").read_text())
+
+
+async def put(client: httpx.AsyncClient, resource: dict[str, Any]) -> None:
+    url = f"/{resource['resourceType']}/{resource['id']}"
+    response = await client.put(url, json=resource)
+    assert response.status_code == 200, response.text
+
+
+async def ready_sent_at(client: httpx.AsyncClient, sent: str) -> None:
+    """The ready-for-discharge notice sent at `sent`; the patient still in hospital."""
+    notice = example("Communication-ready-for-discharge")
+    notice["sent"] = notice["received"] = sent
+    await put(client, notice)
+    stay = example("Encounter-inpatient-stay")
+    stay["status"] = "in-progress"
+    del stay["period"]["end"]
+    await put(client, stay)
+
+
+async def liability(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.get(f"{STAY}/$payment-liability")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["resourceType"] == "Parameters"
+    return {p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in
+            body["parameter"]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("sent", "start"),
+    [
+        ("2026-11-16T11:30:00+01:00", "2026-11-19"),  # before 12:00: 3 days after
+        ("2026-11-16T13:00:00+01:00", "2026-11-20"),  # after 12:00: 4 days after
+        ("2026-11-16T12:00:00+01:00", "2026-11-20"),  # at 12:00: as after, by default
+        ("2026-11-13T11:00:00+01:00", "2026-11-16"),  # a Friday: the weekend counts
+        ("2026-11-16T10:30:00Z", "2026-11-19"),  # 11:30 in Stockholm, sent as UTC
+    ],
+)
+async def test_r_dis_09_liability_starts_3_or_4_days_after_the_notice(
+    client: httpx.AsyncClient, sent: str, start: str
+) -> None:
+    """R-DIS-09: the day the notice was sent counts as day 1; before 12:00 liability starts
+    3 days after it, at or after 12:00 4 days after. Runs to the clock's today (20 Nov)."""
+    await ready_sent_at(client, sent)
+    found = await liability(client)
+    assert found["liable"] is True
+    assert found["liabilityStart"] == start
+    days = 20 - int(start[-2:]) + 1
+    assert found["liableDays"] == days
+    assert found["dailyAmount"] == {"value": DAILY, "currency": "SEK"}
+    assert found["amount"] == {"value": days * DAILY, "currency": "SEK"}
+    assert found["agreement"] == "norrbotten"
+
+
+@pytest.mark.parametrize(
+    ("sent", "start"),
+    [
+        ("2027-03-28T10:30:00Z", "2027-04-01"),  # summer time began that night: 12:30 local
+        ("2027-03-27T10:30:00Z", "2027-03-30"),  # the day before: 11:30 local
+        ("2026-10-25T10:30:00Z", "2026-10-28"),  # winter time began that night: 11:30 local
+        ("2026-10-24T10:30:00Z", "2026-10-28"),  # the day before: 12:30 local
+    ],
+)
+async def test_r_dis_09_the_cut_off_is_stockholm_time_across_dst(
+    client: httpx.AsyncClient, clock: FixedClock, sent: str, start: str
+) -> None:
+    """R-DIS-09 across the DST changes in March and October: 10:30 UTC is before or after
+    12:00 depending on the day's offset."""
+    clock.moment = datetime(2027, 4, 10, 9, 0, tzinfo=STOCKHOLM)
+    await ready_sent_at(client, sent)
+    assert (await liability(client))["liabilityStart"] == start
+
+
+async def test_r_dis_09_exactly_12_00_per_agreement(
+    engine: str, tmp_path: Path, settings: Settings, clock: FixedClock
+) -> None:
+    """R-DIS-09: whether a notice sent at 12:00 sharp counts as before the cut-off is the
+    agreement's ("senast klockan 12.00" in Norrbotten's text)."""
+    inclusive = settings.model_copy(update={"payment_agreement": "norrbotten-noon-inclusive"})
+    async with app_client(inclusive, make_storage(engine, tmp_path), clock) as http:
+        for file in sorted(CASE.glob("*.json")):
+            await put_new(http, json.loads(file.read_text()))
+        await ready_sent_at(http, "2026-11-16T12:00:00+01:00")
+        found = await liability(http)
+    assert found["liabilityStart"] == "2026-11-19"
+    assert found["agreement"] == "norrbotten-noon-inclusive"
+
+
+async def put_new(client: httpx.AsyncClient, resource: dict[str, Any]) -> None:
+    url = f"/{resource['resourceType']}/{resource['id']}"
+    assert (await client.put(url, json=resource)).status_code == 201
+
+
+async def test_r_dis_09_runs_to_the_discharge_date(client: httpx.AsyncClient) -> None:
+    """R-DIS-09: liability ends with the stay (`Encounter.period.end`), both days counted."""
+    await ready_sent_at(client, "2026-11-09T10:30:00+01:00")  # liable from 12 Nov
+    stay = example("Encounter-inpatient-stay")
+    stay["period"]["end"] = "2026-11-14T09:00:00+01:00"
+    await put(client, stay)
+    found = await liability(client)
+    assert (found["liabilityStart"], found["liableDays"]) == ("2026-11-12", 3)
+    assert found["amount"] == {"value": 3 * DAILY, "currency": "SEK"}
+
+
+async def test_r_dis_09_no_liability_when_discharged_before_it_began(
+    client: httpx.AsyncClient,
+) -> None:
+    """R-DIS-09: the example case: ready 9 Nov 10:30, home 10 Nov, liability would begin 12 Nov."""
+    found = await liability(client)
+    assert found["liable"] is False
+    assert found["liabilityStart"] == "2026-11-12"
+    assert "discharged before liability began" in found["reason"]
+
+
+async def test_r_dis_09_no_liability_when_the_municipality_never_got_the_admission_notice(
+    client: httpx.AsyncClient,
+) -> None:
+    """R-DIS-09: liability requires that the municipality was notified of the admission."""
+    await ready_sent_at(client, "2026-11-09T10:30:00+01:00")
+    notice = example("Communication-admission-notice")
+    notice["recipient"] = [{"reference": "Organization/ornaset-health-centre"}]
+    await put(client, notice)
+    found = await liability(client)
+    assert found["liable"] is False
+    assert "never notified of the admission" in found["reason"]
+    assert "liableDays" not in found and "amount" not in found
+
+
+async def test_r_dis_09_no_liability_without_a_ready_for_discharge_notice_to_it(
+    client: httpx.AsyncClient,
+) -> None:
+    """R-DIS-09: nor without the ready-for-discharge notice reaching the municipality."""
+    await ready_sent_at(client, "2026-11-09T10:30:00+01:00")
+    notice = example("Communication-ready-for-discharge")
+    notice["recipient"] = [{"reference": "Organization/ornaset-health-centre"}]
+    await put(client, notice)
+    found = await liability(client)
+    assert found["liable"] is False
+    assert "ready for discharge" in found["reason"]
+
+
+async def test_payment_liability_of_an_unknown_stay_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/Encounter/nowhere/$payment-liability")
+    assert response.status_code == 404
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_payment_liability_is_in_the_capability_statement(client: httpx.AsyncClient) -> None:
+    statement = (await client.get("/metadata")).json()
+    encounter = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Encounter")
+    assert "payment-liability" in [o["name"] for o in encounter.get("operation", [])]
