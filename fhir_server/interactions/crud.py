@@ -22,6 +22,7 @@ from fhir_server.interactions.versions import deleted_version, new_id, stored_ve
 from fhir_server.search.indexer import index_entries
 from fhir_server.search.parser import criteria_key, parse_search
 from fhir_server.search.query import SearchQuery
+from fhir_server.sip.process import on_write
 from fhir_server.storage.port import ResourceVersion, UnitOfWork, VersionConflict
 
 ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -77,7 +78,7 @@ async def create(
             if existing is not None:
                 return WriteResult(existing, created=False)
         version = stored_version(resource, type, new_id(), None, "POST")
-        await uow.put(version, index_entries(type, resource))
+        await store(ctx, uow, version, resource)
     return WriteResult(version, created=True)
 
 
@@ -96,7 +97,7 @@ async def update(
             f"{type}.id",
         )
     return await retried(
-        ctx, type, id, if_match, lambda uow: put_version(uow, type, id, resource, if_match)
+        ctx, type, id, if_match, lambda uow: put_version(ctx, uow, type, id, resource, if_match)
     )
 
 
@@ -127,7 +128,7 @@ async def conditional_update(
                 )
             id = match.id if match is not None else body_id or new_id()
             resource = {**resource, "id": id}
-            return await put_version(uow, type, id, resource, if_match)
+            return await put_version(ctx, uow, type, id, resource, if_match)
     except VersionConflict:
         raise concurrent_change(f"{type} matching the criteria") from None
 
@@ -160,15 +161,29 @@ async def conditional_delete(
 
 
 async def put_version(
-    uow: UnitOfWork, type: str, id: str, resource: dict[str, Any], if_match: int | None
+    ctx: Context,
+    uow: UnitOfWork,
+    type: str,
+    id: str,
+    resource: dict[str, Any],
+    if_match: int | None,
 ) -> WriteResult:
     current = await uow.current(type, id)
     if if_match is not None and (current is None or current.version != if_match):
         raise precondition_failed(type, id, if_match)
     method = "PUT"
     version = stored_version(resource, type, id, current, method)
-    await uow.put(version, index_entries(type, resource))
+    await store(ctx, uow, version, resource)
     return WriteResult(version, created=current is None or current.deleted)
+
+
+async def store(
+    ctx: Context, uow: UnitOfWork, version: ResourceVersion, resource: dict[str, Any]
+) -> None:
+    """Every write of a resource's new version: the process's rules first (gates may refuse,
+    obligations open and close in the same unit of work), then the version and its index."""
+    await on_write(ctx, uow, version, resource)
+    await uow.put(version, index_entries(version.type, resource))
 
 
 async def delete_current(

@@ -37,10 +37,10 @@ from fhir_server.interactions.crud import (
     match_one,
     precondition_failed,
     retried,
+    store,
 )
 from fhir_server.interactions.versions import stored_version
 from fhir_server.patch import Patch, parse_patch
-from fhir_server.search.indexer import index_entries
 from fhir_server.storage.port import ResourceVersion, UnitOfWork, VersionConflict
 
 
@@ -106,7 +106,7 @@ async def patch_version(
     except FhirError as failure:
         raise FhirError(422, failure.issues, failure.headers) from None
     version = stored_version(patched, type, id, current, "PATCH")
-    await uow.put(version, index_entries(type, patched))
+    await store(ctx, uow, version, patched)
     return WriteResult(version, created=False)
 
 

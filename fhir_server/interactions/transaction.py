@@ -30,7 +30,6 @@ from fhir_server.interactions.search import search_type
 from fhir_server.interactions.subsetting import parse_subset
 from fhir_server.interactions.versions import etag, new_id, stored_version
 from fhir_server.patch import JSON_PATCH, parse_patch
-from fhir_server.search.indexer import index_entries
 from fhir_server.search.parser import parse_search
 from fhir_server.storage.port import ResourceVersion, StorageError, UnitOfWork, VersionConflict
 
@@ -200,7 +199,7 @@ async def _apply(
     if entry.method == "POST":
         crud.accept(ctx, resource, entry.type)
         version = stored_version(resource, entry.type, plan.id, None, "POST")
-        await uow.put(version, index_entries(entry.type, resource))
+        await crud.store(ctx, uow, version, resource)
         return _response(version, "201 Created")
     if entry.id is not None and resource.get("id") != entry.id:
         raise error(
@@ -209,7 +208,7 @@ async def _apply(
         )  # fmt: skip
     resource = {**resource, "id": plan.id}
     crud.accept(ctx, resource, entry.type)
-    result = await crud.put_version(uow, entry.type, plan.id, resource, entry.if_match)
+    result = await crud.put_version(ctx, uow, entry.type, plan.id, resource, entry.if_match)
     return _response(result.version, "201 Created" if result.created else "200 OK")
 
 
