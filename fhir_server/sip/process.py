@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from fhir_server.sip import gates, obligations
 from fhir_server.storage.port import ResourceVersion, UnitOfWork
 
 if TYPE_CHECKING:
@@ -36,3 +37,5 @@ async def on_write(
     """Run the process rules for `resource`, about to be stored as `version`."""
     if version.type not in PROCESS_TYPES:
         return
+    await gates.check(ctx, uow, version, resource)
+    await obligations.apply(ctx, uow, version, resource)
