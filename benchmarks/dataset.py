@@ -30,6 +30,8 @@ HSA = "urn:oid:1.2.752.29.4.19"
 ORGNR = "urn:oid:2.5.4.97"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
+SIP = "http://sip-fhir.se/fhir"
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 SIP_CATEGORY = {
@@ -464,6 +466,24 @@ class _Builder:
         telecom = [{**t, "use": "work"} for t in self.telecom(1, 3)]
         resource["telecom"] = telecom
         return resource
+
+    def sip_consent(self) -> dict[str, Any]:
+        """The person's consent to a SIP (R-SIP-01): an active SIP CarePlan needs one."""
+        subject = self.patient_ref()
+        when = self.moment().isoformat()
+        kind = coding(f"{SIP}/CodeSystem/sip-consent-kind", "sip", "Samtycke till SIP")
+        return {
+            "resourceType": "Consent",
+            "text": narrative(f"{subject['display']} samtycker till SIP."),
+            "status": "active",
+            "scope": {"coding": [coding(CONSENT_SCOPE, "patient-privacy", "Privacy Consent")]},
+            "category": [{"coding": [kind], "text": "Samtycke till SIP"}],
+            "patient": subject,
+            "dateTime": when,
+            "performer": [subject],
+            "policyRule": {"coding": [coding(ACT_CODE, "OPTIN", "opt-in")]},
+            "provision": {"type": "permit", "period": {"start": when}},
+        }
 
     def goal(self) -> dict[str, Any]:
         rng = self.rng

@@ -59,7 +59,8 @@ def case_bundle(builder: _Builder) -> dict[str, Any]:
         builder.care_plan(),
         *(builder.goal() for _ in range(4)),
         *(builder.appointment() for _ in range(4)),
-        *(builder.observation() for _ in range(8)),
+        *(builder.observation() for _ in range(7)),
+        builder.sip_consent(),  # R-SIP-01: the active plans need it
     ]
     entries = [
         _entry(patient, patient_url, f"identifier={PNR}|{pnr}"),

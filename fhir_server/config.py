@@ -53,6 +53,18 @@ class Settings(BaseSettings):
         description="The regional agreement $payment-liability counts by (R-DIS-09): an id in "
         "fhir_server/sip/payment-agreements.json.",
     )
+    acknowledgement_cutoff: str = Field(
+        default="12:00",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="Receivers acknowledge a notice by the next this time of day, Stockholm "
+        "time (R-DIS-05): the deadline of the `kvittera-meddelande` Task.",
+    )
+    obligation_sweep_interval: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between sweeps that mark open obligation Tasks past their "
+        "deadline `overdue` (also run at start-up).",
+    )
     default_page_size: int = 20
     max_page_size: int = 1000
     search_timeout: float = Field(

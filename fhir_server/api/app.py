@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,6 +20,7 @@ from fhir_server.interactions.conformance import publish_conformance
 from fhir_server.interactions.reindex import reindex_if_needed
 from fhir_server.search.registry import use_codesystems, use_custom, use_valuesets
 from fhir_server.sip.clock import Clock, SystemClock
+from fhir_server.sip.obligations import sweep_forever
 from fhir_server.storage.factory import create_storage
 from fhir_server.storage.port import Storage
 from fhir_server.validation.invariants import report_unsupported
@@ -44,9 +47,15 @@ def create_app(
         report_unsupported()
         await reindex_if_needed(storage)
         await publish_conformance(storage, validator.conformance)
+        sweeper = asyncio.create_task(
+            sweep_forever(storage, app.state.clock, settings.obligation_sweep_interval)
+        )
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             await storage.close()
 
     app = FastAPI(

@@ -31,6 +31,7 @@ from fhir_server.interactions.subsetting import parse_subset
 from fhir_server.interactions.versions import etag, new_id, stored_version
 from fhir_server.patch import JSON_PATCH, parse_patch
 from fhir_server.search.parser import parse_search
+from fhir_server.sip.process import check_gates, gates_deferred
 from fhir_server.storage.port import ResourceVersion, StorageError, UnitOfWork, VersionConflict
 
 log = logging.getLogger("fhir_server")
@@ -103,9 +104,13 @@ async def _transaction(ctx: Context, entries: list[Entry]) -> list[dict[str, Any
                         ))  # fmt: skip
                     if entry.full_url:
                         mapping[entry.full_url] = f"{entry.type}/{plan.id}"
-            for entry in writes:
-                step = _apply(ctx, uow, entry, plans[entry.index], mapping)
-                responses[entry.index] = await _guard(entry, step)
+            with gates_deferred() as written_versions:
+                for entry in writes:
+                    step = _apply(ctx, uow, entry, plans[entry.index], mapping)
+                    responses[entry.index] = await _guard(entry, step)
+            for version, resource in written_versions:  # the process's gates, on the whole
+                entry_of = written[(version.type, version.id)]
+                await _guard(entries[entry_of], check_gates(ctx, uow, version, resource))
     except VersionConflict:
         raise error(409, "conflict", "A resource in the transaction was changed concurrently; "
                     "nothing was stored: try again") from None  # fmt: skip

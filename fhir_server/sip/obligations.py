@@ -1,16 +1,122 @@
-"""Obligations as FHIR Tasks: opened and completed by the acts of the process."""
+"""Obligations as FHIR Tasks: opened and completed by the acts of the process.
+
+`apply` runs inside the writer's unit of work (from `process.on_write`), so a notice and the
+Tasks it imposes commit together. `sweep` runs on a timer: the only thing that needs a now
+is noticing that an open obligation's deadline has passed (businessStatus `overdue`).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from datetime import datetime, time
 from typing import TYPE_CHECKING, Any
 
-from fhir_server.storage.port import ResourceVersion, UnitOfWork
+from fhir_server.search.parser import parse_search
+from fhir_server.sip import rules
+from fhir_server.sip.clock import Clock
+from fhir_server.sip.tasks import (
+    ALL,
+    BUSINESS_STATUS,
+    OBLIGATION_TYPE,
+    OVERDUE,
+    as_resource,
+    business_status,
+    cancel,
+    deadline_of,
+    open_tasks,
+    put_task,
+)
+from fhir_server.storage.port import ResourceVersion, Storage, UnitOfWork
 
 if TYPE_CHECKING:
     from fhir_server.interactions.context import Context
+
+log = logging.getLogger(__name__)
+SWEEP_PAGE = 200
 
 
 async def apply(
     ctx: Context, uow: UnitOfWork, version: ResourceVersion, resource: dict[str, Any]
 ) -> None:
     """Open the Tasks the rules impose for `resource`, and complete those it fulfils."""
+    type = version.type
+    resource = {**resource, "id": version.id}
+    if type == "Communication":
+        await rules.communication(uow, resource, cutoff(ctx.settings.acknowledgement_cutoff))
+    elif type == "Appointment":
+        await rules.appointment(uow, resource)
+    elif type == "CarePlan":
+        await rules.care_plan(uow, resource)
+    elif type == "Patient" and _deceased(resource):
+        await _close_for_deceased(uow, f"Patient/{version.id}")
+
+
+def cutoff(text: str) -> time:
+    """The acknowledgement cut-off setting ("12:00") as a time of day."""
+    return time.fromisoformat(text)
+
+
+def _deceased(patient: dict[str, Any]) -> bool:
+    return patient.get("deceasedBoolean") is True or "deceasedDateTime" in patient
+
+
+async def _close_for_deceased(uow: UnitOfWork, patient: str) -> None:
+    """R-DIS-13: the patient died; their open obligations are cancelled."""
+    for task in await open_tasks(uow, patient=patient):
+        if OBLIGATION_TYPE in {c.get("system") for c in _codings(as_resource(task))}:
+            await cancel(uow, task, "Avliden")
+
+
+def _codings(task: dict[str, Any]) -> list[dict[str, Any]]:
+    return list((task.get("code") or {}).get("coding") or [])
+
+
+async def sweep(storage: Storage, clock: Clock) -> int:
+    """Mark requested obligations past their deadline `overdue`; how many were marked."""
+    now = clock.now()
+    criteria = [
+        ("status", "requested"),
+        ("code:in", "http://sip-fhir.se/fhir/ValueSet/sip-obligation-type"),
+        ("deadline", f"lt{now.isoformat(timespec='seconds')}"),
+        ("business-status:not", f"{BUSINESS_STATUS}|{OVERDUE}"),
+        ("_sort", "deadline"),
+        ("_count", str(SWEEP_PAGE)),
+    ]
+    query = parse_search("Task", criteria).query
+    marked = 0
+    while True:
+        page = await storage.search(query, ALL)
+        done = await _mark_overdue(storage, page.items, now)
+        marked += done
+        if not page.has_more or done == 0:
+            return marked
+
+
+async def _mark_overdue(storage: Storage, found: list[ResourceVersion], now: datetime) -> int:
+    """Each Task in its own unit of work: a concurrent completion wins, never overwritten."""
+    marked = 0
+    for found_version in found:
+        async with storage.unit_of_work() as uow:
+            current = await uow.current("Task", found_version.id)
+            if current is None or current.deleted:
+                continue
+            task = as_resource(current)
+            deadline = deadline_of(task)
+            if task.get("status") != "requested" or deadline is None or deadline >= now:
+                continue
+            task.pop("meta", None)
+            task["businessStatus"] = business_status(OVERDUE)
+            await put_task(uow, task, current)
+            marked += 1
+    return marked
+
+
+async def sweep_forever(storage: Storage, clock: Clock, interval: float) -> None:
+    """`sweep` now and every `interval` seconds (the app's lifespan runs and cancels it)."""
+    while True:
+        try:
+            await sweep(storage, clock)
+        except Exception:  # a failed sweep must not stop the next one
+            log.exception("obligation sweep failed")
+        await asyncio.sleep(interval)

@@ -8,6 +8,9 @@ outside the process cost one set lookup.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.sip import gates, obligations
@@ -37,5 +40,32 @@ async def on_write(
     """Run the process rules for `resource`, about to be stored as `version`."""
     if version.type not in PROCESS_TYPES:
         return
-    await gates.check(ctx, uow, version, resource)
+    pending = _deferred.get()
+    if pending is not None:
+        pending.append((version, resource))
+    else:
+        await gates.check(ctx, uow, version, resource)
     await obligations.apply(ctx, uow, version, resource)
+
+
+Written = list[tuple[ResourceVersion, dict[str, Any]]]
+_deferred: ContextVar[Written | None] = ContextVar("deferred_gates", default=None)
+
+
+@contextmanager
+def gates_deferred() -> Iterator[Written]:
+    """Inside a transaction the order of entries means nothing (a CarePlan may come before
+    the Consent it needs), so its gates run once every entry is written: collect them here,
+    then `check_gates` before the commit."""
+    pending: Written = []
+    token = _deferred.set(pending)
+    try:
+        yield pending
+    finally:
+        _deferred.reset(token)
+
+
+async def check_gates(
+    ctx: Context, uow: UnitOfWork, version: ResourceVersion, resource: dict[str, Any]
+) -> None:
+    await gates.check(ctx, uow, version, resource)

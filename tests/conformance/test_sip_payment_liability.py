@@ -181,9 +181,10 @@ async def test_r_dis_09_no_liability_without_a_ready_for_discharge_notice_to_it(
 ) -> None:
     """R-DIS-09: nor without the ready-for-discharge notice reaching the municipality."""
     await ready_sent_at(client, "2026-11-09T10:30:00+01:00")
-    notice = example("Communication-ready-for-discharge")
-    notice["recipient"] = [{"reference": "Organization/ornaset-health-centre"}]
-    await put(client, notice)
+    # R-DIS-08 refuses a ready-for-discharge notice that skips a recipient of the admission
+    # notice, so the municipality goes without it only when no notice was sent at all.
+    deleted = await client.delete("/Communication/ready-for-discharge")
+    assert deleted.status_code in (200, 204), deleted.text
     found = await liability(client)
     assert found["liable"] is False
     assert "ready for discharge" in found["reason"]

@@ -1,0 +1,94 @@
+"""What the gates share: codes of the SIP systems, local references, and reads of other
+resources through the unit of work (so a gate sees what the same transaction wrote before)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from fhir_server.errors import FhirError, error
+from fhir_server.search.parser import parse_search
+from fhir_server.storage.port import UnitOfWork
+
+if TYPE_CHECKING:
+    from fhir_server.interactions.context import Context
+
+SIP = "http://sip-fhir.se/fhir"
+PLAN_TYPE = "https://fhir.inera.se/CodeSystem/typeofcareplan-cs"
+CONSENT_KIND = f"{SIP}/CodeSystem/sip-consent-kind"
+MESSAGE_TYPE = f"{SIP}/CodeSystem/sip-message-type"
+MEETING_PURPOSE = f"{SIP}/CodeSystem/sip-meeting-purpose"
+UNIT_TYPE = f"{SIP}/CodeSystem/sip-unit-type"
+PRINCIPAL_TYPE = f"{SIP}/CodeSystem/sip-principal-type"
+CLOSURE_REASON = f"{SIP}/CodeSystem/sip-plan-closure-reason"
+CLOSURE_REASON_URL = f"{SIP}/StructureDefinition/sip-closure-reason"
+ESTIMATED_DISCHARGE_URL = f"{SIP}/StructureDefinition/sip-estimated-discharge-date"
+PARTICIPANT_ORGANIZATION_URL = f"{SIP}/StructureDefinition/sip-participant-organization"
+PARTICIPATING_ORGANIZATION_URL = f"{SIP}/StructureDefinition/sip-participating-organization"
+
+
+def refused(rule: str, message: str, expression: str) -> FhirError:
+    """A gate's refusal: 422 business-rule, the message led by the rule id."""
+    return error(422, "business-rule", f"{rule}: {message}", expression)
+
+
+def codes(concepts: Any, system: str) -> set[str]:
+    """The codes of `system` in a CodeableConcept or a list of them."""
+    if isinstance(concepts, dict):
+        concepts = [concepts]
+    if not isinstance(concepts, list):
+        return set()
+    return {
+        coding["code"]
+        for concept in concepts
+        if isinstance(concept, dict)
+        for coding in concept.get("coding") or []
+        if isinstance(coding, dict) and coding.get("system") == system and "code" in coding
+    }
+
+
+def reference(value: Any) -> str | None:
+    """`Reference.reference` as written, or None."""
+    if isinstance(value, dict) and isinstance(value.get("reference"), str):
+        return value["reference"]
+    return None
+
+
+def local_id(value: Any, type: str) -> str | None:
+    """The id of a relative reference `type/id` (absolute and other types: None)."""
+    ref = reference(value)
+    if ref is None or not ref.startswith(f"{type}/"):
+        return None
+    id = ref[len(type) + 1 :].split("/_history/")[0]
+    return id or None
+
+
+def references(values: Any) -> set[str]:
+    return {r for r in (reference(v) for v in values or []) if r is not None}
+
+
+async def current(uow: UnitOfWork, type: str, id: str | None) -> dict[str, Any] | None:
+    """The current, not deleted, resource `type/id` as this unit of work sees it."""
+    if id is None:
+        return None
+    version = await uow.current(type, id)
+    if version is None or version.json is None:
+        return None
+    return orjson.loads(version.json)
+
+
+async def stored_patient(uow: UnitOfWork, subject: Any) -> dict[str, Any] | None:
+    """The Patient a literal `subject` reference names, if this server holds it. The consent
+    rules apply to the persons held here; the Patient's own write re-checks (gate_person)."""
+    return await current(uow, "Patient", local_id(subject, "Patient"))
+
+
+async def find(
+    ctx: Context, uow: UnitOfWork, type: str, params: Iterable[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """Every current resource of `type` matching the search `params`, in this unit of work."""
+    query = replace(parse_search(type, list(params)).query, total=False)
+    return [orjson.loads(v.json) for v in await uow.find(query, ctx.access) if v.json]

@@ -1,0 +1,167 @@
+"""Obligation Tasks (profile sip-obligation): built, found and stored inside the writer's
+unit of work.
+
+Why a deterministic id: the same act written twice (an update of a notice, a transaction
+replayed) must not open the same obligation twice, so the id is a UUIDv5 of (focus, code,
+owner) and opening checks `uow.current` first. Tasks are stored with `uow.put` directly, not
+through `crud`, so writing a Task never runs the process rules again.
+
+`businessStatus` carries the deadline outcome, a coding of the local system
+`http://sip-fhir.se/fhir/CodeSystem/sip-obligation-status` (not yet published in profiles/):
+`late` (completed after the deadline) or `overdue` (still open past it, set by the sweep).
+A coding, not only text, so `business-status:not=…|overdue` can find the rest.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from fhir_server.interactions.versions import stored_version
+from fhir_server.search.indexer import index_entries
+from fhir_server.search.parser import parse_search
+from fhir_server.sip.clock import local_moment
+from fhir_server.storage.port import AccessFilter, ResourceVersion, UnitOfWork
+
+OBLIGATION_TYPE = "http://sip-fhir.se/fhir/CodeSystem/sip-obligation-type"
+OBLIGATION_PROFILE = "http://sip-fhir.se/fhir/StructureDefinition/sip-obligation"
+BUSINESS_STATUS = "http://sip-fhir.se/fhir/CodeSystem/sip-obligation-status"
+LATE, OVERDUE = "late", "overdue"
+_STATUS_DISPLAY = {LATE: "Utförd efter tidsgränsen", OVERDUE: "Tidsgränsen passerad"}
+ALL = AccessFilter()
+_NAMESPACE = uuid.UUID("6f1d1c3e-2b8a-5d8e-9a51-5e1f0b5a7c11")
+
+DISPLAYS = {
+    "kvittera-meddelande": "Kvittera meddelande",
+    "fylla-i-planeringsunderlag": "Fylla i planeringsunderlag",
+    "skicka-sip-kallelse": "Skicka kallelse till SIP-möte",
+    "uppratta-sip": "Upprätta SIP",
+    "dokumentera-plan": "Dokumentera planen",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Obligation:
+    """One obligation a rule imposes: what, on whom, about what, from when and by when."""
+
+    code: str
+    owner: str  # "Organization/x"
+    patient: str  # "Patient/x"
+    focus: str  # "Communication/x": the act that started it
+    start: datetime
+    deadline: datetime
+    requester: str | None = None
+    encounter: str | None = None  # the stay: the link to the process (Encounter.episodeOfCare)
+
+
+def business_status(code: str) -> dict[str, Any]:
+    coding = {"system": BUSINESS_STATUS, "code": code, "display": _STATUS_DISPLAY[code]}
+    return {"coding": [coding], "text": code}
+
+
+def task_id(focus: str, code: str, owner: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{focus}|{code}|{owner}"))
+
+
+def _instant(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def task_resource(obligation: Obligation, id: str) -> dict[str, Any]:
+    o = obligation
+    task: dict[str, Any] = {
+        "resourceType": "Task",
+        "id": id,
+        "meta": {"profile": [OBLIGATION_PROFILE]},
+        "status": "requested",
+        "intent": "order",
+        "code": {
+            "coding": [{"system": OBLIGATION_TYPE, "code": o.code, "display": DISPLAYS[o.code]}]
+        },
+        "focus": {"reference": o.focus},
+        "for": {"reference": o.patient},
+        "authoredOn": _instant(o.start),
+        "owner": {"reference": o.owner},
+        "restriction": {"period": {"start": _instant(o.start), "end": _instant(o.deadline)}},
+    }
+    if o.encounter:
+        task["encounter"] = {"reference": o.encounter}
+    if o.requester:
+        task["requester"] = {"reference": o.requester}
+    return task
+
+
+async def open_task(uow: UnitOfWork, obligation: Obligation) -> dict[str, Any]:
+    """The obligation's Task, created unless it exists already (then left as it is)."""
+    id = task_id(obligation.focus, obligation.code, obligation.owner)
+    current = await uow.current("Task", id)
+    if current is not None and not current.deleted:
+        return as_resource(current)
+    task = task_resource(obligation, id)
+    await put_task(uow, task, current)
+    return task
+
+
+async def put_task(uow: UnitOfWork, task: dict[str, Any], previous: ResourceVersion | None) -> None:
+    method = "PUT" if previous is not None else "POST"
+    version = stored_version(task, "Task", task["id"], previous, method)
+    await uow.put(version, index_entries("Task", task))
+
+
+def deadline_of(task: dict[str, Any]) -> datetime | None:
+    end = ((task.get("restriction") or {}).get("period") or {}).get("end")
+    return local_moment(str(end)) if end else None
+
+
+async def complete(
+    uow: UnitOfWork, version: ResourceVersion, done: datetime, output: str, label: str
+) -> None:
+    """Mark an open Task completed at `done` by the act `output`; `late` past its deadline."""
+    task = as_resource(version)
+    if task.get("status") != "requested":
+        return
+    task.pop("meta", None)
+    task["status"] = "completed"
+    task["executionPeriod"] = {"start": task.get("authoredOn"), "end": _instant(done)}
+    task["output"] = [{"type": {"text": label}, "valueReference": {"reference": output}}]
+    task.pop("businessStatus", None)
+    deadline = deadline_of(task)
+    if deadline is not None and done > deadline:
+        task["businessStatus"] = business_status(LATE)
+    await put_task(uow, task, version)
+
+
+async def cancel(uow: UnitOfWork, version: ResourceVersion, reason: str) -> None:
+    task = as_resource(version)
+    if task.get("status") not in ("requested", "accepted", "ready", "in-progress", "on-hold"):
+        return
+    task.pop("meta", None)
+    task["status"] = "cancelled"
+    task["statusReason"] = {"text": reason}
+    await put_task(uow, task, version)
+
+
+async def find(
+    uow: UnitOfWork, type: str, criteria: Iterable[tuple[str, str]]
+) -> list[ResourceVersion]:
+    """Current resources matching `criteria`, as this unit of work sees them."""
+    return await uow.find(parse_search(type, list(criteria)).query, ALL)
+
+
+async def open_tasks(uow: UnitOfWork, **criteria: str) -> list[ResourceVersion]:
+    """Requested obligations of one code matching Task search criteria."""
+    pairs = [("status", "requested")]
+    pairs += [(k.replace("_", "-"), v) for k, v in criteria.items() if k != "code"]
+    if "code" in criteria:
+        pairs.append(("code", f"{OBLIGATION_TYPE}|{criteria['code']}"))
+    return await find(uow, "Task", pairs)
+
+
+def as_resource(version: ResourceVersion) -> dict[str, Any]:
+    assert version.json is not None
+    return orjson.loads(version.json)  # type: ignore[no-any-return]

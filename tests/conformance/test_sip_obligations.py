@@ -1,0 +1,300 @@
+"""Obligations as Tasks (profile sip-obligation), on both engines, over HTTP.
+
+The example discharge case (examples/sip-case) minus its hand-written Tasks is loaded by a
+transaction of PUTs; each test then checks the Tasks the acts opened (code, owner, deadline),
+the act that completes them, and the sweep's `overdue` with a fixed clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fhir_server.config import Settings
+from fhir_server.sip.clock import STOCKHOLM, FixedClock
+from fhir_server.sip.obligations import sweep
+from fhir_server.storage.port import Storage
+from tests.conftest import app_client
+from tests.engines import make_storage
+
+CASE = Path(__file__).resolve().parents[2] / "examples" / "sip-case"
+OBLIGATION = "http://sip-fhir.se/fhir/CodeSystem/sip-obligation-type"
+HEALTH_CENTRE = "Organization/ornaset-health-centre"
+MUNICIPALITY = "Organization/lulea-municipality"
+HOME_CARE = "Organization/lulea-home-care"
+WARD = "Organization/sunderby-medical-ward"
+STATUS = "http://sip-fhir.se/fhir/CodeSystem/sip-obligation-status"
+
+
+def example(name: str) -> dict[str, Any]:
+    return json.loads((CASE / f"{name}.json").read_text())
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(datetime(2026, 11, 1, 9, 0, tzinfo=STOCKHOLM))
+
+
+@pytest.fixture
+def store(engine: str, tmp_path: Path) -> Storage:
+    return make_storage(engine, tmp_path)
+
+
+@pytest.fixture
+async def client(
+    store: Storage, settings: Settings, clock: FixedClock
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The case without its Tasks, Communications and meetings: the tests send those."""
+    settings = settings.model_copy(update={"obligation_sweep_interval": 3600.0})
+    async with app_client(settings, store, clock) as http:
+        entries = []
+        for file in sorted(CASE.glob("*.json")):
+            resource = json.loads(file.read_text())
+            if resource["resourceType"] in ("Task", "Communication", "Appointment", "CarePlan"):
+                continue
+            url = f"{resource['resourceType']}/{resource['id']}"
+            entries.append({"resource": resource, "request": {"method": "PUT", "url": url}})
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+        response = await http.post("", json=bundle)
+        assert response.status_code == 200, response.text
+        yield http
+
+
+async def put(client: httpx.AsyncClient, resource: dict[str, Any]) -> None:
+    url = f"/{resource['resourceType']}/{resource['id']}"
+    response = await client.put(url, json=resource)
+    assert response.status_code in (200, 201), response.text
+
+
+async def tasks(client: httpx.AsyncClient, code: str, **criteria: str) -> list[dict[str, Any]]:
+    params = {"code": f"{OBLIGATION}|{code}", "_sort": "deadline", **criteria}
+    response = await client.get("/Task", params=params)
+    assert response.status_code == 200, response.text
+    return [e["resource"] for e in response.json().get("entry", [])]
+
+
+def owners(found: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {t["owner"]["reference"]: t for t in found}
+
+
+def deadline(task: dict[str, Any]) -> str:
+    return task["restriction"]["period"]["end"]
+
+
+async def test_r_dis_05_acknowledge_by_the_next_12_00(
+    client: httpx.AsyncClient, store: Storage, clock: FixedClock
+) -> None:
+    """R-DIS-05: each recipient of an admission notice received 15:05 must acknowledge by
+    12:00 the next day; the health centre's acknowledgement completes its Task; the
+    municipality's, late, is `late`; still open past the deadline, the sweep says `overdue`."""
+    notice = example("Communication-admission-notice")
+    await put(client, notice)
+    await put(client, notice)  # an update of the same notice opens nothing twice
+    found = owners(await tasks(client, "kvittera-meddelande"))
+    assert set(found) == {HEALTH_CENTRE, MUNICIPALITY}
+    for task in found.values():
+        assert task["status"] == "requested"
+        assert task["intent"] == "order"
+        assert deadline(task) == "2026-11-03T12:00:00+01:00"
+        assert task["focus"] == {"reference": "Communication/admission-notice"}
+        assert task["for"] == {"reference": "Patient/tolvan-tolvansson"}
+        assert task["requester"] == {"reference": WARD}
+        assert task["encounter"] == {"reference": "Encounter/inpatient-stay"}
+        assert task["meta"]["profile"] == [
+            "http://sip-fhir.se/fhir/StructureDefinition/sip-obligation"
+        ]
+    await put(client, example("Communication-admission-notice-acknowledgement"))
+    done = owners(await tasks(client, "kvittera-meddelande", status="completed"))
+    assert set(done) == {HEALTH_CENTRE}
+    task = done[HEALTH_CENTRE]
+    assert task["executionPeriod"]["end"] == "2026-11-03T08:40:00+01:00"
+    assert task["output"][0]["valueReference"] == {
+        "reference": "Communication/admission-notice-acknowledgement"
+    }
+    assert "businessStatus" not in task
+    open_ = await tasks(client, "kvittera-meddelande", owner=MUNICIPALITY, status="requested")
+    assert len(open_) == 1
+
+    clock.moment = datetime(2026, 11, 3, 12, 0, tzinfo=STOCKHOLM)
+    assert await sweep(store, clock) == 0  # at the deadline it is not overdue yet
+    clock.moment = datetime(2026, 11, 3, 12, 1, tzinfo=STOCKHOLM)
+    assert await sweep(store, clock) == 1
+    assert await sweep(store, clock) == 0
+    overdue = await tasks(client, "kvittera-meddelande", owner=MUNICIPALITY)
+    assert overdue[0]["businessStatus"]["coding"][0]["code"] == "overdue"
+
+    late = example("Communication-admission-notice-acknowledgement")
+    late |= {
+        "id": "late-ack",
+        "sent": "2026-11-03T13:15:00+01:00",
+        "sender": {"reference": MUNICIPALITY},
+    }
+    late["received"] = late["sent"]
+    await put(client, late)
+    task = (await tasks(client, "kvittera-meddelande", owner=MUNICIPALITY))[0]
+    assert task["status"] == "completed"
+    assert task["executionPeriod"]["end"] == "2026-11-03T13:15:00+01:00"
+    assert task["businessStatus"]["coding"] == [
+        {"system": STATUS, "code": "late", "display": "Utförd efter tidsgränsen"}
+    ]
+
+
+async def test_r_dis_05_a_notice_received_before_12_00_is_due_the_same_day(
+    client: httpx.AsyncClient,
+) -> None:
+    """R-DIS-05: received 10:30 (sent as UTC) the ready-for-discharge notice is due 12:00 that
+    day, for each of its three recipients; the deadline is written in Stockholm time."""
+    notice = example("Communication-ready-for-discharge")
+    notice["received"] = "2026-11-09T09:30:00Z"
+    await put(client, notice)
+    found = owners(await tasks(client, "kvittera-meddelande"))
+    assert set(found) == {HEALTH_CENTRE, MUNICIPALITY, HOME_CARE}
+    assert {deadline(t) for t in found.values()} == {"2026-11-09T12:00:00+01:00"}
+
+
+async def test_r_dis_05_the_cut_off_is_configuration(
+    store: Storage, settings: Settings, clock: FixedClock
+) -> None:
+    """R-DIS-05: FHIR_ACKNOWLEDGEMENT_CUTOFF moves the deadline (here 10:00)."""
+    settings = settings.model_copy(update={"acknowledgement_cutoff": "10:00"})
+    async with app_client(settings, store, clock) as client:
+        notice = example("Communication-discharge-notice")
+        consent = example("Consent-information-transfer")
+        for resource in (example("Patient-tolvan-tolvansson"), consent, notice):
+            response = await client.put(
+                f"/{resource['resourceType']}/{resource['id']}", json=resource
+            )
+            assert response.status_code == 201, response.text
+        found = await tasks(client, "kvittera-meddelande")
+        assert {deadline(t) for t in found} == {"2026-11-11T10:00:00+01:00"}
+
+
+async def test_r_dis_06_planning_basis_within_24_hours_of_the_admission_notice(
+    client: httpx.AsyncClient,
+) -> None:
+    """R-DIS-06: the ward fills in the planning basis within 24 h after it sent the admission
+    notice (15:05); the planning-basis message of the stay completes it."""
+    await put(client, example("Communication-admission-notice"))
+    [task] = await tasks(client, "fylla-i-planeringsunderlag")
+    assert task["owner"] == {"reference": WARD}
+    assert deadline(task) == "2026-11-03T15:05:00+01:00"
+    await put(client, example("QuestionnaireResponse-planning-basis"))
+    await put(client, example("Communication-planning-basis-message"))
+    [task] = await tasks(client, "fylla-i-planeringsunderlag")
+    assert task["status"] == "completed"
+    assert task["executionPeriod"]["end"] == "2026-11-03T11:00:00+01:00"
+    assert task["output"][0]["valueReference"]["reference"] == (
+        "Communication/planning-basis-message"
+    )
+
+
+async def test_r_dis_06_24_hours_are_elapsed_time_across_dst(client: httpx.AsyncClient) -> None:
+    """R-DIS-06: sent 15:00 the day before summer time begins, due 16:00 the next day."""
+    notice = example("Communication-admission-notice")
+    notice["sent"] = notice["received"] = "2027-03-27T15:00:00+01:00"
+    await put(client, notice)
+    [task] = await tasks(client, "fylla-i-planeringsunderlag")
+    assert deadline(task) == "2027-03-28T16:00:00+02:00"
+
+
+async def test_r_dis_10_sip_invitation_within_3_days_of_ready_for_discharge(
+    client: httpx.AsyncClient,
+) -> None:
+    """R-DIS-10: the ready-for-discharge notice (9 Nov) obliges the fast vårdkontakt's
+    primary-care unit to send the SIP invitation by the end of 12 Nov; the SIP meeting
+    (created 10 Nov) completes it."""
+    await put(client, example("Communication-ready-for-discharge"))
+    [task] = await tasks(client, "skicka-sip-kallelse")
+    assert task["owner"] == {"reference": HEALTH_CENTRE}
+    assert deadline(task) == "2026-11-12T23:59:59+01:00"
+    meeting = example("Appointment-sip-meeting")
+    meeting["status"] = "booked"
+    for participant in meeting["participant"]:
+        participant["status"] = "accepted"
+    await put(client, meeting)
+    [task] = await tasks(client, "skicka-sip-kallelse")
+    assert task["status"] == "completed"
+    assert task["executionPeriod"]["end"] == "2026-11-10T10:15:00+01:00"
+    assert task["output"][0]["valueReference"] == {"reference": "Appointment/sip-meeting"}
+
+
+async def test_r_dis_10_no_invitation_obligation_without_sip_consent(
+    client: httpx.AsyncClient,
+) -> None:
+    """R-DIS-10: no SIP invitation for a patient who has not consented."""
+    consent = example("Consent-sip")
+    consent["status"] = "rejected"
+    await put(client, consent)
+    await put(client, example("Communication-ready-for-discharge"))
+    assert await tasks(client, "skicka-sip-kallelse") == []
+    assert len(await tasks(client, "kvittera-meddelande")) == 3
+
+
+async def test_r_dis_14_sip_within_21_days_of_discharge(client: httpx.AsyncClient) -> None:
+    """R-DIS-14: discharged 10 Nov 13:30, the SIP is due by the end of 1 Dec, owned by the
+    primary-care unit; the active SIP CarePlan made 17 Nov completes it."""
+    await put(client, example("Communication-discharge-notice"))
+    [task] = await tasks(client, "uppratta-sip")
+    assert task["owner"] == {"reference": HEALTH_CENTRE}
+    assert task["restriction"]["period"]["start"] == "2026-11-10T13:30:00+01:00"
+    assert deadline(task) == "2026-12-01T23:59:59+01:00"
+    for name in ("Goal-main-goal", "Goal-sub-goal-walking", "CareTeam-sip-team", "CarePlan-sip"):
+        await put(client, example(name))
+    [task] = await tasks(client, "uppratta-sip")
+    assert task["status"] == "completed"
+    assert task["executionPeriod"]["end"] == "2026-11-17T15:00:00+01:00"
+    assert task["output"][0]["valueReference"] == {"reference": "CarePlan/sip"}
+
+
+async def test_r_sip_06_each_participant_documents_within_3_days_of_the_meeting(
+    client: httpx.AsyncClient,
+) -> None:
+    """R-SIP-06: the SIP meeting held (fulfilled, ended 17 Nov 15:00) obliges each
+    participating organisation to document the plan by the end of 20 Nov."""
+    await put(client, example("Appointment-sip-meeting"))
+    found = owners(await tasks(client, "dokumentera-plan", status="requested"))
+    assert set(found) == {HEALTH_CENTRE, MUNICIPALITY, WARD}
+    assert {deadline(t) for t in found.values()} == {"2026-11-20T23:59:59+01:00"}
+    listed = await tasks(client, "dokumentera-plan", owner=HEALTH_CENTRE, status="requested")
+    assert [t["focus"]["reference"] for t in listed] == ["Appointment/sip-meeting"]
+
+
+async def test_r_dis_13_a_deceased_patient_s_open_obligations_are_cancelled(
+    client: httpx.AsyncClient,
+) -> None:
+    """R-DIS-13: the patient dies; their open Tasks are cancelled, completed ones stay."""
+    await put(client, example("Communication-admission-notice"))
+    await put(client, example("Communication-admission-notice-acknowledgement"))
+    patient = example("Patient-tolvan-tolvansson")
+    patient["deceasedDateTime"] = "2026-11-04T03:00:00+01:00"
+    await put(client, patient)
+    found = await tasks(client, "kvittera-meddelande")
+    found += await tasks(client, "fylla-i-planeringsunderlag")
+    statuses = sorted(t["status"] for t in found)
+    assert all(
+        t["statusReason"] == {"text": "Avliden"} for t in found if t["status"] == "cancelled"
+    )
+    assert statuses == ["cancelled", "cancelled", "completed"]
+
+
+async def test_obligations_are_listed_per_owner_by_deadline(client: httpx.AsyncClient) -> None:
+    """R-DIS-05, R-DIS-10, R-IND-01: `Task?owner=…&status=requested&_sort=deadline` is an
+    owner's work list, soonest first."""
+    await put(client, example("Communication-admission-notice"))
+    await put(client, example("Communication-ready-for-discharge"))
+    response = await client.get(
+        "/Task", params={"owner": HEALTH_CENTRE, "status": "requested", "_sort": "deadline"}
+    )
+    listed = [(e["resource"]["code"]["coding"][0]["code"], deadline(e["resource"]))
+              for e in response.json()["entry"]]  # fmt: skip
+    assert listed == [
+        ("kvittera-meddelande", "2026-11-03T12:00:00+01:00"),
+        ("kvittera-meddelande", "2026-11-09T12:00:00+01:00"),
+        ("skicka-sip-kallelse", "2026-11-12T23:59:59+01:00"),
+    ]
