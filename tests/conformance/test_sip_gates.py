@@ -8,7 +8,6 @@ nothing stored, then restores the precondition and sees the same resource accept
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
@@ -21,8 +20,8 @@ from fhir_server.config import Settings
 from fhir_server.sip.clock import STOCKHOLM, FixedClock
 from tests.conftest import app_client
 from tests.engines import make_storage
+from tests.sip_case import example, load_case
 
-CASE = Path(__file__).resolve().parents[2] / "examples" / "sip-case"
 SIP = "http://sip-fhir.se/fhir"
 CLOSURE_REASON = f"{SIP}/StructureDefinition/sip-closure-reason"
 PARTICIPANT_ORGANIZATION = f"{SIP}/StructureDefinition/sip-participant-organization"
@@ -35,18 +34,8 @@ async def client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     clock = FixedClock(datetime(2026, 11, 20, 9, 0, tzinfo=STOCKHOLM))
     async with app_client(settings, make_storage(engine, tmp_path), clock) as http:
-        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": []}
-        for file in sorted(CASE.glob("*.json")):
-            resource = json.loads(file.read_text())
-            url = f"{resource['resourceType']}/{resource['id']}"
-            bundle["entry"].append({"resource": resource, "request": {"method": "PUT", "url": url}})
-        response = await http.post("", json=bundle)
-        assert response.status_code == 200, response.text
+        await load_case(http)
         yield http
-
-
-def example(name: str) -> dict[str, Any]:
-    return json.loads((CASE / f"{name}.json").read_text())
 
 
 async def put(client: httpx.AsyncClient, resource: dict[str, Any]) -> httpx.Response:

@@ -7,7 +7,6 @@ the act that completes them, and the sweep's `overdue` with a fixed clock.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -22,18 +21,14 @@ from fhir_server.sip.obligations import sweep
 from fhir_server.storage.port import Storage
 from tests.conftest import app_client
 from tests.engines import make_storage
+from tests.sip_case import example, load_case
 
-CASE = Path(__file__).resolve().parents[2] / "examples" / "sip-case"
 OBLIGATION = "http://sip-fhir.se/fhir/CodeSystem/sip-obligation-type"
 HEALTH_CENTRE = "Organization/ornaset-health-centre"
 MUNICIPALITY = "Organization/lulea-municipality"
 HOME_CARE = "Organization/lulea-home-care"
 WARD = "Organization/sunderby-medical-ward"
 STATUS = "http://sip-fhir.se/fhir/CodeSystem/sip-obligation-status"
-
-
-def example(name: str) -> dict[str, Any]:
-    return json.loads((CASE / f"{name}.json").read_text())
 
 
 @pytest.fixture
@@ -53,16 +48,7 @@ async def client(
     """The case without its Tasks, Communications and meetings: the tests send those."""
     settings = settings.model_copy(update={"obligation_sweep_interval": 3600.0})
     async with app_client(settings, store, clock) as http:
-        entries = []
-        for file in sorted(CASE.glob("*.json")):
-            resource = json.loads(file.read_text())
-            if resource["resourceType"] in ("Task", "Communication", "Appointment", "CarePlan"):
-                continue
-            url = f"{resource['resourceType']}/{resource['id']}"
-            entries.append({"resource": resource, "request": {"method": "PUT", "url": url}})
-        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-        response = await http.post("", json=bundle)
-        assert response.status_code == 200, response.text
+        await load_case(http, leave_out=("Task", "Communication", "Appointment", "CarePlan"))
         yield http
 
 

@@ -7,7 +7,6 @@ notice was sent, in Stockholm time: 3 before 12:00, 4 at or after (Norrbotten, t
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -20,8 +19,8 @@ from fhir_server.config import Settings
 from fhir_server.sip.clock import STOCKHOLM, FixedClock
 from tests.conftest import app_client
 from tests.engines import make_storage
+from tests.sip_case import example, load_case
 
-CASE = Path(__file__).resolve().parents[2] / "examples" / "sip-case"
 STAY = "/Encounter/inpatient-stay"
 DAILY = 9300  # SEK, the default agreement's figure from 2022
 
@@ -36,18 +35,8 @@ async def client(
     engine: str, tmp_path: Path, settings: Settings, clock: FixedClock
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with app_client(settings, make_storage(engine, tmp_path), clock) as http:
-        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": []}
-        for file in sorted(CASE.glob("*.json")):
-            resource = json.loads(file.read_text())
-            url = f"{resource['resourceType']}/{resource['id']}"
-            bundle["entry"].append({"resource": resource, "request": {"method": "PUT", "url": url}})
-        response = await http.post("", json=bundle)
-        assert response.status_code == 200, response.text
+        await load_case(http)
         yield http
-
-
-def example(name: str) -> dict[str, Any]:
-    return json.loads((CASE / f"{name}.json").read_text())
 
 
 async def put(client: httpx.AsyncClient, resource: dict[str, Any]) -> None:
@@ -128,17 +117,11 @@ async def test_r_dis_09_exactly_12_00_per_agreement(
     agreement's ("senast klockan 12.00" in Norrbotten's text)."""
     inclusive = settings.model_copy(update={"payment_agreement": "norrbotten-noon-inclusive"})
     async with app_client(inclusive, make_storage(engine, tmp_path), clock) as http:
-        for file in sorted(CASE.glob("*.json")):
-            await put_new(http, json.loads(file.read_text()))
+        await load_case(http)
         await ready_sent_at(http, "2026-11-16T12:00:00+01:00")
         found = await liability(http)
     assert found["liabilityStart"] == "2026-11-19"
     assert found["agreement"] == "norrbotten-noon-inclusive"
-
-
-async def put_new(client: httpx.AsyncClient, resource: dict[str, Any]) -> None:
-    url = f"/{resource['resourceType']}/{resource['id']}"
-    assert (await client.put(url, json=resource)).status_code == 201
 
 
 async def test_r_dis_09_runs_to_the_discharge_date(client: httpx.AsyncClient) -> None:
