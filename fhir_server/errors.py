@@ -49,5 +49,16 @@ def error(status: int, code: str, message: str, *expression: str) -> FhirError:
     return FhirError(status, [Issue("error", code, message, tuple(expression))])
 
 
+def clipped(text: str, limit: int = 40) -> str:
+    """Request text quoted in a message, cut short: a 5,000-digit header is not echoed."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def internal_error(exc: BaseException) -> FhirError:
+    """A defect of ours, as the client sees it: the exception's type, never its text."""
+    message = f"Internal server error: {type(exc).__name__}"
+    return FhirError(500, [Issue("fatal", "exception", message)])
+
+
 def operation_outcome(issues: list[Issue]) -> dict[str, Any]:
     return {"resourceType": "OperationOutcome", "issue": [i.to_json() for i in issues]}

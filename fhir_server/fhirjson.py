@@ -71,7 +71,9 @@ def loads_resource(body: bytes) -> dict[str, Any]:
         raise error(400, "invalid", f"Body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise error(400, "invalid", "Body must be a JSON object holding a FHIR resource")
-    check_depth(value, "Body")
+    if too_deep(value):
+        message = f"Body nests objects and arrays deeper than {MAX_DEPTH}"
+        raise error(400, "too-costly", message)
     if _SURROGATE_ESCAPE.search(text):
         try:
             dumps(value)  # a paired escape decodes to one character; a lone one cannot encode
@@ -80,18 +82,19 @@ def loads_resource(body: bytes) -> dict[str, Any]:
     return value
 
 
-def check_depth(value: dict[str, Any], what: str) -> None:
-    """400 when objects and arrays nest deeper than MAX_DEPTH (an explicit stack: a hostile
-    body cannot exhaust the interpreter's recursion either)."""
+def too_deep(value: Any) -> bool:
+    """Whether objects and arrays in `value` nest deeper than MAX_DEPTH (an explicit stack:
+    a hostile document cannot exhaust the interpreter's recursion either)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
-        for child in node.values() if isinstance(node, dict) else node:
-            if isinstance(child, dict | list):
-                if depth >= MAX_DEPTH:
-                    message = f"{what} nests objects and arrays deeper than {MAX_DEPTH}"
-                    raise error(400, "too-costly", message)
-                stack.append((child, depth + 1))
+        if not isinstance(node, dict | list):
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from fhir_server.api.responses import outcome_response
-from fhir_server.errors import FhirError, Issue
+from fhir_server.errors import FhirError, Issue, internal_error
 from fhir_server.storage.port import StorageError
 
 log = logging.getLogger("fhir_server")
@@ -58,5 +58,4 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    issue = Issue("fatal", "exception", f"Internal server error: {type(exc).__name__}")
-    return outcome_response([issue], 500)
+    return outcome_response(internal_error(exc).issues, 500)

@@ -28,8 +28,7 @@ from fhir_server.api.responses import (
     stored_bytes,
     version_headers,
 )
-from fhir_server.errors import Issue, error, operation_outcome
-from fhir_server.integers import parse_int
+from fhir_server.errors import Issue, clipped, error, operation_outcome
 from fhir_server.interactions import crud
 from fhir_server.interactions import patch as patching
 from fhir_server.interactions.context import Context
@@ -40,7 +39,7 @@ from fhir_server.interactions.subsetting import parse_subset, subset
 from fhir_server.interactions.transaction import process_bundle
 from fhir_server.interactions.translate import read_request, translate
 from fhir_server.interactions.validate import unpack, validate
-from fhir_server.interactions.versions import parse_instant
+from fhir_server.interactions.versions import parse_instant, version_of_etag
 from fhir_server.patch import MEDIA_TYPES as PATCH_MEDIA_TYPES
 from fhir_server.resource_types import is_resource_type
 from fhir_server.security.principal import ANONYMOUS
@@ -81,10 +80,10 @@ def if_match(request: Request) -> int | None:
     header = request.headers.get("if-match")
     if header is None:
         return None
-    version = parse_int(header.strip().removeprefix("W/").strip('"'))
+    version = version_of_etag(header)
     if version is None:
-        shown = header if len(header) <= 40 else header[:40] + "…"
-        raise error(400, "invalid", f"If-Match '{shown}' is not an ETag like W/\"3\"", "If-Match")
+        message = f"If-Match '{clipped(header)}' is not an ETag like W/\"3\""
+        raise error(400, "invalid", message, "If-Match")
     return version
 
 

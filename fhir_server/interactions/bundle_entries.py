@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fhir_server.errors import FhirError, Issue, error
-from fhir_server.integers import parse_int
+from fhir_server.errors import FhirError, Issue, clipped, error
 from fhir_server.interactions.crud import check_id
+from fhir_server.interactions.versions import version_of_etag
 from fhir_server.resource_types import is_resource_type
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -163,11 +163,10 @@ def _if_match(value: Any, where: str) -> int | None:
     """`W/"3"` (or `"3"`) -> 3."""
     if value is None:
         return None
-    text = str(value).strip()
-    text = text[2:] if text.startswith("W/") else text
-    version = parse_int(text.strip('"'))
+    version = version_of_etag(str(value))
     if version is None:
-        raise error(400, "invalid", f"'{value}' is not a version ETag such as W/\"3\"", where)
+        message = f"'{clipped(str(value))}' is not a version ETag such as W/\"3\""
+        raise error(400, "invalid", message, where)
     return version
 
 

@@ -13,8 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from fhir_server.errors import FhirError, error
-from fhir_server.fhirjson import check_depth
+from fhir_server.errors import FhirError, clipped, error
 from fhir_server.integers import parse_int
 from fhir_server.interactions.context import Context
 from fhir_server.interactions.swedish_ids import normalise_identifiers
@@ -55,8 +54,8 @@ async def vread(ctx: Context, type: str, id: str, version_id: str) -> ResourceVe
     check_id(id)
     number = parse_int(version_id)
     if number is None:
-        shown = version_id if len(version_id) <= 40 else version_id[:40] + "…"
-        raise error(404, "not-found", f"Version '{shown}' of {type}/{id} is not known")
+        message = f"Version '{clipped(version_id)}' of {type}/{id} is not known"
+        raise error(404, "not-found", message)
     version = await ctx.storage.vread(type, id, number, ctx.access)
     if version is None:
         raise error(404, "not-found", f"Version {version_id} of {type}/{id} is not known")
@@ -199,7 +198,6 @@ async def delete_current(
 def accept(ctx: Context, resource: dict[str, Any], type: str) -> None:
     """What every write does before storing: Swedish person numbers to their stored form,
     then validation (R4 and profiles; FhirError if refused)."""
-    check_depth(resource, type)  # a patch's result too: orjson refuses past 255 levels
     normalise_identifiers(resource)
     ctx.validator.check(resource, type)
 

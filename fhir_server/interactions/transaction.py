@@ -18,7 +18,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fhir_server.errors import FhirError, Issue, error, operation_outcome
+from fhir_server.errors import FhirError, clipped, error, internal_error, operation_outcome
 from fhir_server.integers import parse_int
 from fhir_server.interactions import crud
 from fhir_server.interactions.bundle_entries import ORDER, Entry, at_entry, read_entries
@@ -135,7 +135,8 @@ def _check_read(ctx: Context, entry: Entry) -> None:
             )
             parse_subset(criteria)
         elif entry.version is not None and parse_int(entry.version) is None:
-            raise error(404, "not-found", f"Version '{entry.version}' is not a version number")
+            message = f"Version '{clipped(entry.version)}' is not a version number"
+            raise error(404, "not-found", message)
     except FhirError as failure:
         raise at_entry(entry.index, failure) from None
 
@@ -342,8 +343,7 @@ def patch_body(resource: dict[str, Any]) -> tuple[Any, str]:
 
 def _unexpected(exc: Exception, index: int) -> dict[str, Any]:
     log.exception("unexpected error in Bundle.entry[%d]", index)
-    issue = Issue("fatal", "exception", f"Internal server error: {type(exc).__name__}")
-    return _failed(FhirError(500, [issue]))
+    return _failed(internal_error(exc))
 
 
 def _failed(failure: FhirError) -> dict[str, Any]:

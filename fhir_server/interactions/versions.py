@@ -8,6 +8,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from fhir_server import fhirjson
+from fhir_server.integers import parse_int
 from fhir_server.storage.port import Method, ResourceVersion
 
 INSTANT_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -61,6 +62,11 @@ def parse_instant(instant: str) -> datetime:
 def http_date(instant: str) -> str:
     """An HTTP-date (RFC 9110) for Last-Modified."""
     return format_datetime(parse_instant(instant), usegmt=True)
+
+
+def version_of_etag(text: str) -> int | None:
+    """`W/"3"` (or `"3"`, `3`), as If-Match sends it, -> 3; None if it names no version."""
+    return parse_int(text.strip().removeprefix("W/").strip('"'))
 
 
 def etag(version: ResourceVersion) -> str:

@@ -36,22 +36,6 @@ def size_of(value: Any) -> int:
         raise TooCostly(f"the value cannot be measured ({exc})") from None
 
 
-def depth_of(value: Any, limit: int) -> int:
-    """Levels of objects and arrays in `value` (a scalar is 0); counting stops past `limit`.
-    An explicit stack: a document nested by moves cannot exhaust the interpreter's."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict | list):
-            deepest = max(deepest, depth)
-            if deepest > limit:
-                break
-            children = node.values() if isinstance(node, dict) else node
-            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return deepest
-
-
 @dataclass(slots=True)
 class Budget:
     """An upper bound on the result as operations apply: its start plus all they add.
@@ -77,7 +61,7 @@ class Budget:
 def check_result(result: Any, limit: int) -> None:
     """The last word on a patched resource: 422 `too-costly` when too large or too deep
     (moves nest without adding, so no single operation sees it)."""
-    if depth_of(result, fhirjson.MAX_DEPTH) > fhirjson.MAX_DEPTH:
+    if fhirjson.too_deep(result):
         raise _refused(f"its result nests deeper than {fhirjson.MAX_DEPTH} levels")
     if size_of(result) > limit:
         raise _refused(f"its result would exceed {limit} bytes")

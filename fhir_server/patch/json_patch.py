@@ -16,7 +16,7 @@ from typing import Any
 
 from fhir_server import fhirjson
 from fhir_server.errors import FhirError, error
-from fhir_server.patch.cost import DEFAULT_LIMIT, Budget, TooCostly, check_result, depth_of
+from fhir_server.patch.cost import DEFAULT_LIMIT, Budget, TooCostly, check_result
 
 Pointer = tuple[str, ...]
 
@@ -87,7 +87,7 @@ def _operation(number: int, raw: Any) -> Operation:
     if op in _NEEDS_VALUE and value is _MISSING:
         raise error(400, "invalid", f"{where} ({op}) has no 'value'")
     source = _pointer(raw, "from", where) if op in _NEEDS_FROM else ()
-    if value is not _MISSING and depth_of(value, fhirjson.MAX_DEPTH) > fhirjson.MAX_DEPTH:
+    if value is not _MISSING and fhirjson.too_deep(value):
         message = f"{where}: 'value' nests deeper than {fhirjson.MAX_DEPTH} levels"
         raise error(400, "too-costly", message)
     return Operation(number, op, path, value, source)

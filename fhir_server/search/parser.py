@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from fhir_server.errors import FhirError, Issue, error
+from fhir_server.errors import FhirError, Issue, clipped, error
 from fhir_server.integers import MAX_INT, bounded_int, parse_int
 from fhir_server.resource_types import is_resource_type
 from fhir_server.search import values
@@ -386,10 +386,8 @@ def criteria_key(query: SearchQuery) -> str:
 def _parse_count(value: str, max_count: int) -> int:
     count = parse_int(value)
     if count is None:
-        shown = value if len(value) <= 40 else value[:40] + "…"
-        raise error(
-            400, "invalid", f"_count must be a non-negative integer, not '{shown}'", "_count"
-        )
+        message = f"_count must be a non-negative integer, not '{clipped(value)}'"
+        raise error(400, "invalid", message, "_count")
     return min(count, max_count)
 
 
