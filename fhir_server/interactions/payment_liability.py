@@ -12,22 +12,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from fhir_server.interactions import crud
 from fhir_server.interactions.context import Context
 from fhir_server.search.parser import parse_search
 from fhir_server.sip.agreements import agreement
 from fhir_server.sip.clock import local_moment
 from fhir_server.sip.liability import Liability, StayFacts, payment_liability
-from fhir_server.storage.port import ResourceVersion
-
-MESSAGE_TYPE = "http://sip-fhir.se/fhir/CodeSystem/sip-message-type"
-PRINCIPAL_TYPE = "http://sip-fhir.se/fhir/CodeSystem/sip-principal-type"
+from fhir_server.sip.resources import MESSAGE_TYPE, PRINCIPAL_TYPE, codes, resource_of
 
 
 async def liability_of_stay(ctx: Context, encounter_id: str) -> dict[str, Any]:
-    encounter = _resource(await crud.read(ctx, "Encounter", encounter_id))
+    encounter = resource_of(await crud.read(ctx, "Encounter", encounter_id))
     terms = agreement(ctx.settings.payment_agreement)
     end = local_moment(str((encounter.get("period") or {}).get("end") or ""))
     facts = StayFacts(
@@ -50,7 +45,7 @@ async def _first_to_municipality(ctx: Context, encounter_id: str, code: str) -> 
     ]
     page = await ctx.storage.search(parse_search("Communication", criteria).query, ctx.access)
     for version in page.items:
-        notice = _resource(version)
+        notice = resource_of(version)
         sent = local_moment(str(notice.get("sent") or ""))
         if sent is not None and await _reaches_municipality(ctx, notice):
             return sent
@@ -63,7 +58,7 @@ async def _reaches_municipality(ctx: Context, notice: dict[str, Any]) -> bool:
         if type != "Organization" or not id:
             continue
         stored = await ctx.storage.read("Organization", id, ctx.access)
-        if stored is not None and not stored.deleted and _is_municipal(_resource(stored)):
+        if stored is not None and not stored.deleted and _is_municipal(resource_of(stored)):
             return True
     return False
 
@@ -72,17 +67,8 @@ def _sek(amount: int) -> dict[str, Any]:
     return {"value": amount, "currency": "SEK"}
 
 
-def _resource(version: ResourceVersion) -> dict[str, Any]:
-    assert version.json is not None
-    return orjson.loads(version.json)  # type: ignore[no-any-return]
-
-
 def _is_municipal(organization: dict[str, Any]) -> bool:
-    return any(
-        coding.get("system") == PRINCIPAL_TYPE and coding.get("code") == "kommun"
-        for concept in organization.get("type") or []
-        for coding in concept.get("coding") or []
-    )
+    return "kommun" in codes(organization.get("type"), PRINCIPAL_TYPE)
 
 
 def _parameters(result: Liability, agreement_id: str) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fhir_server.sip.gate_messages import MEETING_NOTE_MAX
-from fhir_server.sip.gate_support import (
+from fhir_server.sip.gate_messages import brief_note
+from fhir_server.sip.resources import (
     MEETING_PURPOSE,
     PARTICIPANT_ORGANIZATION_URL,
     PRINCIPAL_TYPE,
@@ -53,14 +53,7 @@ async def check_meeting(
     if ACTOR_MEETING in purposes:
         without_the_person(meeting)
         await called_by_outpatient_unit(uow, meeting)
-    comment = meeting.get("comment")
-    if isinstance(comment, str) and len(comment) > MEETING_NOTE_MAX:
-        raise refused(
-            "R-MTG-04",
-            f"a meeting note is brief (at most {MEETING_NOTE_MAX} characters, this one "
-            f"{len(comment)}) and never medical-record content",
-            "Appointment.comment",
-        )
+    brief_note(meeting.get("comment"), "Appointment.comment")
 
 
 def without_the_person(meeting: dict[str, Any]) -> None:

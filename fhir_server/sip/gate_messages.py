@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fhir_server.sip.gate_support import (
+from fhir_server.sip.resources import (
     CONSENT_KIND,
     ESTIMATED_DISCHARGE_URL,
     MESSAGE_TYPE,
@@ -136,11 +136,15 @@ def meeting_note_is_short(message: dict[str, Any]) -> None:
     if not any(local_id(r, "Appointment") for r in message.get("about") or []):
         return
     for i, payload in enumerate(message.get("payload") or []):
-        text = payload.get("contentString")
-        if isinstance(text, str) and len(text) > MEETING_NOTE_MAX:
-            raise refused(
-                "R-MTG-04",
-                f"a meeting note is brief (at most {MEETING_NOTE_MAX} characters, this one "
-                f"{len(text)}) and never medical-record content",
-                f"Communication.payload[{i}].contentString",
-            )
+        brief_note(payload.get("contentString"), f"Communication.payload[{i}].contentString")
+
+
+def brief_note(text: Any, expression: str) -> None:
+    """R-MTG-04: a meeting note (`text` at `expression`) is at most MEETING_NOTE_MAX long."""
+    if isinstance(text, str) and len(text) > MEETING_NOTE_MAX:
+        raise refused(
+            "R-MTG-04",
+            f"a meeting note is brief (at most {MEETING_NOTE_MAX} characters, this one "
+            f"{len(text)}) and never medical-record content",
+            expression,
+        )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.sip.gate_plan import consented
-from fhir_server.sip.gate_support import PLAN_TYPE, find
+from fhir_server.sip.resources import PLAN_TYPE, find
 from fhir_server.storage.port import ResourceVersion, UnitOfWork
 
 if TYPE_CHECKING:

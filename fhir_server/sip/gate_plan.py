@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from fhir_server.sip.gate_support import (
+from fhir_server.sip.resources import (
     CLOSURE_REASON,
     CLOSURE_REASON_URL,
     CONSENT_KIND,

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 from fhir_server.search.parser import parse_search
 from fhir_server.sip import rules
 from fhir_server.sip.clock import Clock
+from fhir_server.sip.resources import resource_of
 from fhir_server.sip.tasks import (
     ALL,
     BUSINESS_STATUS,
     OBLIGATION_TYPE,
     OVERDUE,
-    as_resource,
     business_status,
     cancel,
     deadline_of,
@@ -64,7 +64,7 @@ def _deceased(patient: dict[str, Any]) -> bool:
 async def _close_for_deceased(uow: UnitOfWork, patient: str) -> None:
     """R-DIS-13: the patient died; their open obligations are cancelled."""
     for task in await open_tasks(uow, patient=patient):
-        if OBLIGATION_TYPE in {c.get("system") for c in _codings(as_resource(task))}:
+        if OBLIGATION_TYPE in {c.get("system") for c in _codings(resource_of(task))}:
             await cancel(uow, task, "Avliden")
 
 
@@ -101,7 +101,7 @@ async def _mark_overdue(storage: Storage, found: list[ResourceVersion], now: dat
             current = await uow.current("Task", found_version.id)
             if current is None or current.deleted:
                 continue
-            task = as_resource(current)
+            task = resource_of(current)
             deadline = deadline_of(task)
             if task.get("status") != "requested" or deadline is None or deadline >= now:
                 continue

@@ -15,9 +15,20 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from fhir_server.sip.clock import STOCKHOLM, local_moment, next_cutoff
+from fhir_server.sip.resources import (
+    CONSENT_KIND,
+    MEETING_PURPOSE,
+    MESSAGE_TYPE,
+    PARTICIPANT_ORGANIZATION_URL,
+    PLAN_TYPE,
+    UNIT_TYPE,
+    codes,
+    current,
+    reference,
+    resource_of,
+)
 from fhir_server.sip.tasks import (
     Obligation,
-    as_resource,
     complete,
     find,
     open_task,
@@ -26,31 +37,14 @@ from fhir_server.sip.tasks import (
 )
 from fhir_server.storage.port import UnitOfWork
 
-MESSAGE_TYPE = "http://sip-fhir.se/fhir/CodeSystem/sip-message-type"
-UNIT_TYPE = "http://sip-fhir.se/fhir/CodeSystem/sip-unit-type"
-CONSENT_KIND = "http://sip-fhir.se/fhir/CodeSystem/sip-consent-kind"
-MEETING_PURPOSE = "http://sip-fhir.se/fhir/CodeSystem/sip-meeting-purpose"
-PLAN_TYPE = "https://fhir.inera.se/CodeSystem/typeofcareplan-cs"
-PARTICIPANT_ORG = "http://sip-fhir.se/fhir/StructureDefinition/sip-participant-organization"
 NOTICES = frozenset({"inskrivningsmeddelande", "utskrivningsklar", "utskrivningsmeddelande"})
 PRIMARY_CARE = "narsjukvard"  # region-financed outpatient care: the fast vårdkontakt's unit
 
 
-def codes(concepts: Any, system: str) -> set[str]:
-    """Codes of `system` in a CodeableConcept or a list of them."""
-    if isinstance(concepts, dict):
-        concepts = [concepts]
-    return {
-        str(c.get("code"))
-        for concept in concepts or []
-        for c in (concept or {}).get("coding") or []
-        if c.get("system") == system
-    }
-
-
 def ref(value: Any) -> str | None:
-    reference = (value or {}).get("reference") if isinstance(value, dict) else None
-    return reference if isinstance(reference, str) and "/" in reference else None
+    """A `Type/id` reference as written, else None."""
+    found = reference(value)
+    return found if found is not None and "/" in found else None
 
 
 def moment(value: Any) -> datetime | None:
@@ -66,26 +60,25 @@ def end_of_day(start: datetime, days: int) -> datetime:
     return datetime.combine(start.date() + timedelta(days=days), time(23, 59, 59), STOCKHOLM)
 
 
-async def _read(uow: UnitOfWork, reference: str) -> dict[str, Any] | None:
-    type, _, id = reference.partition("/")
-    version = await uow.current(type, id)
-    return as_resource(version) if version is not None and not version.deleted else None
+async def _read(uow: UnitOfWork, literal: str) -> dict[str, Any] | None:
+    type, _, id = literal.partition("/")
+    return await current(uow, type, id)
 
 
 async def _primary_care(uow: UnitOfWork, recipients: list[str]) -> list[str]:
     """The recipients that are region-financed outpatient (primary care) units."""
     found = []
-    for reference in recipients:
-        organization = await _read(uow, reference)
+    for recipient in recipients:
+        organization = await _read(uow, recipient)
         if organization and PRIMARY_CARE in codes(organization.get("type"), UNIT_TYPE):
-            found.append(reference)
+            found.append(recipient)
     return found
 
 
 async def _messages(uow: UnitOfWork, code: str, **criteria: str) -> list[dict[str, Any]]:
     pairs = [("category", f"{MESSAGE_TYPE}|{code}"), ("status", "completed")]
     pairs += list(criteria.items())
-    return [as_resource(v) for v in await find(uow, "Communication", pairs)]
+    return [resource_of(v) for v in await find(uow, "Communication", pairs)]
 
 
 async def communication(uow: UnitOfWork, comm: dict[str, Any], cutoff: time) -> None:
@@ -196,7 +189,7 @@ async def _consents(uow: UnitOfWork, patient: str) -> bool:
 async def _invited(uow: UnitOfWork, patient: str, done: datetime, output: str) -> None:
     """R-DIS-10: an invitation sent at or after the ready-for-discharge notice completes."""
     for task in await open_tasks(uow, code="skicka-sip-kallelse", patient=patient):
-        start = moment(as_resource(task).get("authoredOn"))
+        start = moment(resource_of(task).get("authoredOn"))
         if start is None or done >= start:
             await complete(uow, task, done, output, "Kallelse")
 
@@ -207,7 +200,7 @@ async def _invitations_so_far(uow: UnitOfWork, patient: str, since: datetime) ->
         if sent and sent >= since:
             await _invited(uow, patient, sent, f"Communication/{letter['id']}")
     for version in await find(uow, "Appointment", [("actor", patient)]):
-        meeting = as_resource(version)
+        meeting = resource_of(version)
         created = moment(meeting.get("created"))
         if _is_sip_meeting(meeting) and created and created >= since:
             await _invited(uow, patient, created, f"Appointment/{meeting['id']}")
@@ -219,7 +212,7 @@ def _is_sip_meeting(meeting: dict[str, Any]) -> bool:
 
 async def _sip_plans(uow: UnitOfWork, patient: str) -> list[dict[str, Any]]:
     pairs = [("subject", patient), ("status", "active"), ("category", f"{PLAN_TYPE}|SIP")]
-    return [as_resource(v) for v in await find(uow, "CarePlan", pairs)]
+    return [resource_of(v) for v in await find(uow, "CarePlan", pairs)]
 
 
 async def appointment(uow: UnitOfWork, meeting: dict[str, Any]) -> None:
@@ -240,7 +233,7 @@ async def appointment(uow: UnitOfWork, meeting: dict[str, Any]) -> None:
     for participant in meeting.get("participant") or []:
         for extension in participant.get("extension") or []:
             owner = ref(extension.get("valueReference"))
-            if extension.get("url") == PARTICIPANT_ORG and owner:
+            if extension.get("url") == PARTICIPANT_ORGANIZATION_URL and owner:
                 due = Obligation("dokumentera-plan", owner, patient, this, end, end_of_day(end, 3))
                 await open_task(uow, due)
 
@@ -254,6 +247,6 @@ async def care_plan(uow: UnitOfWork, plan: dict[str, Any], since: datetime | Non
     if patient is None or made is None:
         return
     for task in await open_tasks(uow, code="uppratta-sip", patient=patient):
-        start = since or moment(as_resource(task).get("authoredOn"))
+        start = since or moment(resource_of(task).get("authoredOn"))
         if start is None or made >= start:
             await complete(uow, task, made, f"CarePlan/{plan['id']}", "Samordnad individuell plan")

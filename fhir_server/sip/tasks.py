@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from fhir_server.interactions.versions import stored_version
 from fhir_server.search.indexer import index_entries
 from fhir_server.search.parser import parse_search
 from fhir_server.sip.clock import local_moment
+from fhir_server.sip.resources import resource_of
 from fhir_server.storage.port import AccessFilter, ResourceVersion, UnitOfWork
 
 OBLIGATION_TYPE = "http://sip-fhir.se/fhir/CodeSystem/sip-obligation-type"
@@ -101,7 +100,7 @@ async def open_task(uow: UnitOfWork, obligation: Obligation) -> dict[str, Any]:
     id = task_id(obligation.focus, obligation.code, obligation.owner)
     current = await uow.current("Task", id)
     if current is not None and not current.deleted:
-        return as_resource(current)
+        return resource_of(current)
     task = task_resource(obligation, id)
     await put_task(uow, task, current)
     return task
@@ -122,7 +121,7 @@ async def complete(
     uow: UnitOfWork, version: ResourceVersion, done: datetime, output: str, label: str
 ) -> None:
     """Mark an open Task completed at `done` by the act `output`; `late` past its deadline."""
-    task = as_resource(version)
+    task = resource_of(version)
     if task.get("status") != "requested":
         return
     task.pop("meta", None)
@@ -137,7 +136,7 @@ async def complete(
 
 
 async def cancel(uow: UnitOfWork, version: ResourceVersion, reason: str) -> None:
-    task = as_resource(version)
+    task = resource_of(version)
     if task.get("status") not in ("requested", "accepted", "ready", "in-progress", "on-hold"):
         return
     task.pop("meta", None)
@@ -160,8 +159,3 @@ async def open_tasks(uow: UnitOfWork, **criteria: str) -> list[ResourceVersion]:
     if "code" in criteria:
         pairs.append(("code", f"{OBLIGATION_TYPE}|{criteria['code']}"))
     return await find(uow, "Task", pairs)
-
-
-def as_resource(version: ResourceVersion) -> dict[str, Any]:
-    assert version.json is not None
-    return orjson.loads(version.json)  # type: ignore[no-any-return]

@@ -1,5 +1,6 @@
-"""What the gates share: codes of the SIP systems, local references, and reads of other
-resources through the unit of work (so a gate sees what the same transaction wrote before)."""
+"""What the SIP modules share: the systems of the SIP vocabulary, codes and local references
+in a resource, and reads of other resources through the unit of work (so a rule sees what
+the same transaction wrote), plus the form of a gate's refusal."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import orjson
 
 from fhir_server.errors import FhirError, error
 from fhir_server.search.parser import parse_search
-from fhir_server.storage.port import UnitOfWork
+from fhir_server.storage.port import ResourceVersion, UnitOfWork
 
 if TYPE_CHECKING:
     from fhir_server.interactions.context import Context
@@ -75,9 +76,13 @@ async def current(uow: UnitOfWork, type: str, id: str | None) -> dict[str, Any] 
     if id is None:
         return None
     version = await uow.current(type, id)
-    if version is None or version.json is None:
-        return None
-    return orjson.loads(version.json)
+    return resource_of(version) if version is not None and not version.deleted else None
+
+
+def resource_of(version: ResourceVersion) -> dict[str, Any]:
+    """A stored (not deleted) version's resource."""
+    assert version.json is not None
+    return orjson.loads(version.json)  # type: ignore[no-any-return]
 
 
 async def stored_patient(uow: UnitOfWork, subject: Any) -> dict[str, Any] | None:
@@ -91,4 +96,4 @@ async def find(
 ) -> list[dict[str, Any]]:
     """Every current resource of `type` matching the search `params`, in this unit of work."""
     query = replace(parse_search(type, list(params)).query, total=False)
-    return [orjson.loads(v.json) for v in await uow.find(query, ctx.access) if v.json]
+    return [resource_of(v) for v in await uow.find(query, ctx.access) if v.json]
