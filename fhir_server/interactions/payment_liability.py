@@ -4,12 +4,14 @@ one inpatient stay, as a Parameters resource.
 The facts come from the stay's own resources: its admission and ready-for-discharge notices
 (Communications of the stay, by their `sent` time) and whether a recipient of each is a
 municipality (an Organization whose principal type is `kommun`, a unit or the municipality
-itself); the discharge date is `Encounter.period.end`.
+itself); the discharge date is `Encounter.period.end`; the stay's newest planning basis says
+whether the patient needs only social services; the extension `sip-awaiting-outpatient-care`
+on the Encounter gives the days spent waiting for region-financed outpatient interventions.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from fhir_server.interactions import crud
@@ -17,8 +19,11 @@ from fhir_server.interactions.context import Context
 from fhir_server.search.parser import parse_search
 from fhir_server.sip.agreements import agreement
 from fhir_server.sip.clock import local_moment
-from fhir_server.sip.liability import Liability, StayFacts, payment_liability
-from fhir_server.sip.resources import MESSAGE_TYPE, PRINCIPAL_TYPE, codes, resource_of
+from fhir_server.sip.liability import Liability, Period, StayFacts, payment_liability
+from fhir_server.sip.planning_basis import QUESTIONNAIRE, latest
+from fhir_server.sip.resources import MESSAGE_TYPE, PRINCIPAL_TYPE, SIP, codes, resource_of
+
+AWAITING_OUTPATIENT_CARE_URL = f"{SIP}/StructureDefinition/sip-awaiting-outpatient-care"
 
 
 async def liability_of_stay(ctx: Context, encounter_id: str) -> dict[str, Any]:
@@ -29,6 +34,8 @@ async def liability_of_stay(ctx: Context, encounter_id: str) -> dict[str, Any]:
         await _first_to_municipality(ctx, encounter_id, "inskrivningsmeddelande"),
         await _first_to_municipality(ctx, encounter_id, "utskrivningsklar"),
         end.date() if end is not None else None,
+        await _only_social_services(ctx, encounter_id),
+        _awaiting_outpatient_care(encounter),
     )
     result = payment_liability(facts, terms, ctx.clock.now().date())
     return _parameters(result, terms.id)
@@ -61,6 +68,36 @@ async def _reaches_municipality(ctx: Context, notice: dict[str, Any]) -> bool:
         if stored is not None and not stored.deleted and _is_municipal(resource_of(stored)):
             return True
     return False
+
+
+async def _only_social_services(ctx: Context, encounter_id: str) -> bool:
+    criteria = [
+        ("encounter", f"Encounter/{encounter_id}"),
+        ("questionnaire", QUESTIONNAIRE),
+        ("_count", "100"),
+    ]
+    page = await ctx.storage.search(
+        parse_search("QuestionnaireResponse", criteria).query, ctx.access
+    )
+    return latest([resource_of(v) for v in page.items]).only_social_services
+
+
+def _awaiting_outpatient_care(encounter: dict[str, Any]) -> tuple[Period, ...]:
+    """The days of each `sip-awaiting-outpatient-care` period, in Stockholm time."""
+    periods: list[Period] = []
+    for extension in encounter.get("extension") or []:
+        if extension.get("url") != AWAITING_OUTPATIENT_CARE_URL:
+            continue
+        value = extension.get("valuePeriod") or {}
+        first, last = _day(value.get("start")), _day(value.get("end"))
+        if first is not None:
+            periods.append((first, last))
+    return tuple(periods)
+
+
+def _day(value: Any) -> date | None:
+    moment = local_moment(value) if isinstance(value, str) else None
+    return moment.date() if moment is not None else None
 
 
 def _sek(amount: int) -> dict[str, Any]:

@@ -24,9 +24,12 @@ class PaymentAgreement:
     cutoff_counts_as_before: bool  # a notice sent exactly at the cut-off
     days_before_cutoff: int
     days_after_cutoff: int
+    days_social_services_only: int  # no SIP invitation: the time of the notice does not matter
     daily_amounts: tuple[tuple[int, int], ...]  # (from year, SEK per day), ascending
 
-    def days_until_liability(self, sent_at: time) -> int:
+    def days_until_liability(self, sent_at: time, only_social_services: bool = False) -> int:
+        if only_social_services:
+            return self.days_social_services_only
         before = sent_at < self.cutoff or (sent_at == self.cutoff and self.cutoff_counts_as_before)
         return self.days_before_cutoff if before else self.days_after_cutoff
 
@@ -52,6 +55,7 @@ def agreements() -> dict[str, PaymentAgreement]:
             bool(item["cutoffCountsAsBefore"]),
             int(item["daysBeforeCutoff"]),
             int(item["daysAfterCutoff"]),
+            int(item["daysSocialServicesOnly"]),
             tuple(amounts),
         )
     return out

@@ -11,7 +11,10 @@ examples/sip-case/Questionnaire-planeringsunderlag.json.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+
+from fhir_server.sip.clock import STOCKHOLM, local_moment
 
 QUESTIONNAIRE = "http://sip-fhir.se/fhir/Questionnaire/planeringsunderlag"
 # Needs met by municipal social services (socialtjänstlagen), not health care.
@@ -66,4 +69,9 @@ def latest(responses: list[dict[str, Any]]) -> Needs:
     bases = [r for r in responses if is_planning_basis(r)]
     if not bases:
         return NOT_KNOWN
-    return needs(max(bases, key=lambda r: str(r.get("authored") or "")))
+    return needs(max(bases, key=_authored))
+
+
+def _authored(response: dict[str, Any]) -> datetime:
+    moment = local_moment(str(response.get("authored") or ""))
+    return moment or datetime.min.replace(tzinfo=STOCKHOLM)

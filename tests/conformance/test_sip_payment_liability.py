@@ -173,6 +173,72 @@ async def test_r_dis_09_no_liability_without_a_ready_for_discharge_notice_to_it(
     assert "ready for discharge" in found["reason"]
 
 
+async def only_social_services(client: httpx.AsyncClient) -> None:
+    """The planning basis, rewritten: home care (hemtjänst) only, no health care, no SIP."""
+    basis = example("QuestionnaireResponse-planning-basis")
+    for group in basis["item"]:
+        for item in group.get("item", []):
+            if item["linkId"].endswith(".answer"):
+                yes = item["linkId"] == "home-care.answer"
+                item["answer"] = [{"valueBoolean": yes}]
+    basis["authored"] = "2026-11-08T09:00:00+01:00"
+    await put(client, basis)
+
+
+@pytest.mark.parametrize("sent", ["2026-11-16T11:30:00+01:00", "2026-11-16T13:00:00+01:00"])
+async def test_r_dis_09_only_social_services_starts_3_days_after_the_notice(
+    client: httpx.AsyncClient, sent: str
+) -> None:
+    """R-DIS-09: for a patient who needs only social services no SIP invitation is sent and
+    liability starts 3 days after the notice, before or after 12:00 alike."""
+    await only_social_services(client)
+    await ready_sent_at(client, sent)
+    found = await liability(client)
+    assert (found["liable"], found["liabilityStart"], found["liableDays"]) == (
+        True, "2026-11-19", 2,
+    )  # fmt: skip
+
+
+async def awaiting_outpatient_care(client: httpx.AsyncClient, period: dict[str, str]) -> None:
+    """The stay, still in hospital, waiting for region-financed outpatient interventions."""
+    stay = example("Encounter-inpatient-stay")
+    stay["status"] = "in-progress"
+    del stay["period"]["end"]
+    stay["extension"].append(
+        {
+            "url": "http://sip-fhir.se/fhir/StructureDefinition/sip-awaiting-outpatient-care",
+            "valuePeriod": period,
+        }
+    )
+    await put(client, stay)
+
+
+async def test_r_dis_09_no_liability_while_outpatient_interventions_are_missing(
+    client: httpx.AsyncClient,
+) -> None:
+    """R-DIS-09: liability does not arise while the patient cannot leave because the
+    interventions region-financed outpatient care answers for are not available."""
+    await ready_sent_at(client, "2026-11-16T11:30:00+01:00")  # liable from 19 Nov
+    await awaiting_outpatient_care(client, {"start": "2026-11-17"})
+    found = await liability(client)
+    assert found["liable"] is False
+    assert "outpatient interventions" in found["reason"]
+    assert found["liabilityStart"] == "2026-11-19"
+
+
+async def test_r_dis_09_the_days_waiting_for_outpatient_care_are_not_counted(
+    client: httpx.AsyncClient,
+) -> None:
+    """R-DIS-09: only the days outside the waiting period are the municipality's."""
+    await ready_sent_at(client, "2026-11-16T11:30:00+01:00")  # 19 and 20 Nov
+    await awaiting_outpatient_care(
+        client, {"start": "2026-11-19", "end": "2026-11-19T18:00:00+01:00"}
+    )
+    found = await liability(client)
+    assert (found["liable"], found["liableDays"]) == (True, 1)
+    assert found["amount"] == {"value": DAILY, "currency": "SEK"}
+
+
 async def test_payment_liability_of_an_unknown_stay_is_404(client: httpx.AsyncClient) -> None:
     response = await client.get("/Encounter/nowhere/$payment-liability")
     assert response.status_code == 404
