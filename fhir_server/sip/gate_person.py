@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 async def check_person(
     ctx: Context, uow: UnitOfWork, version: ResourceVersion, patient: dict[str, Any]
 ) -> None:
+    if patient.get("deceasedBoolean") is True or "deceasedDateTime" in patient:
+        return  # R-DIS-13: a death is always recorded; its closure revokes the person's SIPs
     plans = await find(
         ctx, uow, "CarePlan",
         [("subject", f"Patient/{version.id}"), ("status", "active"),

@@ -21,6 +21,7 @@ from fhir_server.sip.resources import (
     local_id,
     reference,
     refused,
+    resource_of,
     stored_patient,
 )
 from fhir_server.storage.port import ResourceVersion, UnitOfWork
@@ -39,7 +40,7 @@ def is_sip_plan(plan: dict[str, Any]) -> bool:
 async def check_plan(
     ctx: Context, uow: UnitOfWork, version: ResourceVersion, plan: dict[str, Any]
 ) -> None:
-    if not is_sip_plan(plan):
+    if not is_sip_plan(plan) or await closed_by_the_server(uow, version):
         return
     status = plan.get("status")
     if status == "active":
@@ -47,6 +48,16 @@ async def check_plan(
         await responsible_units_take_part(uow, plan)
     elif status in CLOSED:
         await closed_by_coordinator(uow, version, plan)
+
+
+async def closed_by_the_server(uow: UnitOfWork, version: ResourceVersion) -> bool:
+    """In a transaction the gates judge the end state: a later version of the plan in this
+    unit of work is the server's closure (a withdrawn consent, a death: R-SIP-10, R-DIS-13),
+    which wins over the plan as the bundle wrote it."""
+    latest = await uow.current("CarePlan", version.id)
+    if latest is None or latest.deleted or latest.version <= version.version:
+        return False
+    return resource_of(latest).get("status") in CLOSED
 
 
 # -- R-SIP-01 ------------------------------------------------------------------------------

@@ -13,18 +13,15 @@ from datetime import datetime, time
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.search.parser import parse_search
-from fhir_server.sip import rules
+from fhir_server.sip import rules_care_contact, rules_discharge, rules_invitations, rules_plan
 from fhir_server.sip.clock import Clock
 from fhir_server.sip.resources import resource_of
 from fhir_server.sip.tasks import (
     ALL,
     BUSINESS_STATUS,
-    OBLIGATION_TYPE,
     OVERDUE,
     business_status,
-    cancel,
     deadline_of,
-    open_tasks,
     put_task,
 )
 from fhir_server.storage.port import ResourceVersion, Storage, UnitOfWork
@@ -39,37 +36,31 @@ SWEEP_PAGE = 200
 async def apply(
     ctx: Context, uow: UnitOfWork, version: ResourceVersion, resource: dict[str, Any]
 ) -> None:
-    """Open the Tasks the rules impose for `resource`, and complete those it fulfils."""
+    """Open the Tasks the rules impose for `resource`, and complete those it fulfils: the
+    discharge process's (rules_discharge, rules_care_contact), invitations
+    (rules_invitations), the SIP plan's (rules_plan, rules_follow_up)."""
     type = version.type
     resource = {**resource, "id": version.id}
+    clock = ctx.clock  # for completions that have no recorded time of their own
     if type == "Communication":
-        await rules.communication(uow, resource, cutoff(ctx.settings.acknowledgement_cutoff))
+        acknowledge_by = cutoff(ctx.settings.acknowledgement_cutoff)
+        await rules_discharge.communication(uow, resource, acknowledge_by, clock)
+        await rules_invitations.communication(uow, resource)
+        await rules_plan.communication(uow, resource)
+    elif type == "Encounter":
+        await rules_discharge.encounter(uow, resource)
     elif type == "Appointment":
-        await rules.appointment(uow, resource)
+        await rules_invitations.meeting(uow, resource)
+        await rules_plan.appointment(uow, resource)
     elif type == "CarePlan":
-        await rules.care_plan(uow, resource)
-    elif type == "Patient" and _deceased(resource):
-        await _close_for_deceased(uow, f"Patient/{version.id}")
+        await rules_plan.care_plan(uow, resource, clock)
+    elif type in ("Patient", "EpisodeOfCare"):
+        await rules_care_contact.recorded(uow, resource, clock)
 
 
 def cutoff(text: str) -> time:
     """The acknowledgement cut-off setting ("12:00") as a time of day."""
     return time.fromisoformat(text)
-
-
-def _deceased(patient: dict[str, Any]) -> bool:
-    return patient.get("deceasedBoolean") is True or "deceasedDateTime" in patient
-
-
-async def _close_for_deceased(uow: UnitOfWork, patient: str) -> None:
-    """R-DIS-13: the patient died; their open obligations are cancelled."""
-    for task in await open_tasks(uow, patient=patient):
-        if OBLIGATION_TYPE in {c.get("system") for c in _codings(resource_of(task))}:
-            await cancel(uow, task, "Avliden")
-
-
-def _codings(task: dict[str, Any]) -> list[dict[str, Any]]:
-    return list((task.get("code") or {}).get("coding") or [])
 
 
 async def sweep(storage: Storage, clock: Clock) -> int:

@@ -1,5 +1,7 @@
 """What the process does when one of its resources is written, in the same unit of work:
-gates that refuse the write (422 naming the rule) and obligations that open and close.
+gates that refuse the write (422 naming the rule), the process (EpisodeOfCare) it opens or
+finishes, the obligations that open and close, and the closures a death or a withdrawn
+consent makes (in that order: a Task links the process its act opened).
 
 Why one entry point: every write path (create, update, patch, transaction entries) stores
 through `crud.store`, which calls `on_write` first, so no path can skip a rule. Resources
@@ -13,7 +15,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from fhir_server.sip import gates, obligations
+from fhir_server.sip import closure, gates, obligations, process_state
 from fhir_server.storage.port import ResourceVersion, UnitOfWork
 
 if TYPE_CHECKING:
@@ -45,7 +47,9 @@ async def on_write(
         pending.append((version, resource))
     else:
         await gates.check(ctx, uow, version, resource)
+    await process_state.follow(ctx, uow, version, resource)
     await obligations.apply(ctx, uow, version, resource)
+    await closure.apply(ctx, uow, version, resource)
 
 
 Written = list[tuple[ResourceVersion, dict[str, Any]]]
@@ -68,4 +72,7 @@ def gates_deferred() -> Iterator[Written]:
 async def check_gates(
     ctx: Context, uow: UnitOfWork, version: ResourceVersion, resource: dict[str, Any]
 ) -> None:
+    """The gates on the bundle's end state. A death or a withdrawn consent closes again what
+    later entries opened (closure is idempotent), so it wins whatever the entries' order."""
+    await closure.apply(ctx, uow, version, resource)
     await gates.check(ctx, uow, version, resource)

@@ -3,7 +3,8 @@ unit of work.
 
 Why a deterministic id: the same act written twice (an update of a notice, a transaction
 replayed) must not open the same obligation twice, so the id is a UUIDv5 of (focus, code,
-owner) and opening checks `uow.current` first. Tasks are stored with `uow.put` directly, not
+owner, and a key where one act imposes the obligation more than once, e.g. per follow-up
+date) and opening checks `uow.current` first. Tasks are stored with `uow.put` directly, not
 through `crud`, so writing a Task never runs the process rules again.
 
 `businessStatus` carries the deadline outcome, a coding of the local system
@@ -23,8 +24,9 @@ from typing import Any
 from fhir_server.interactions.versions import stored_version
 from fhir_server.search.indexer import index_entries
 from fhir_server.search.parser import parse_search
+from fhir_server.sip import episodes
 from fhir_server.sip.clock import local_moment
-from fhir_server.sip.resources import resource_of
+from fhir_server.sip.resources import reference, resource_of
 from fhir_server.storage.port import AccessFilter, ResourceVersion, UnitOfWork
 
 OBLIGATION_TYPE = "http://sip-fhir.se/fhir/CodeSystem/sip-obligation-type"
@@ -41,7 +43,12 @@ DISPLAYS = {
     "skicka-sip-kallelse": "Skicka kallelse till SIP-möte",
     "uppratta-sip": "Upprätta SIP",
     "dokumentera-plan": "Dokumentera planen",
+    "utse-fast-vardkontakt": "Utse fast vårdkontakt",
+    "skicka-utskrivningsmeddelande": "Skicka utskrivningsmeddelande",
+    "folja-upp-plan": "Följa upp planen",
+    "skicka-uppfoljningskallelse": "Skicka kallelse till uppföljning",
 }
+FOLLOW_UP_DATE = "Uppföljningsdatum"  # Task.input: the follow-up date an obligation is for
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,8 @@ class Obligation:
     deadline: datetime
     requester: str | None = None
     encounter: str | None = None  # the stay: the link to the process (Encounter.episodeOfCare)
+    key: str = ""  # part of the id when one focus imposes the obligation more than once
+    follow_up: str | None = None  # the follow-up date (R-SIP-08, R-SIP-09), as Task.input
 
 
 def business_status(code: str) -> dict[str, Any]:
@@ -63,8 +72,9 @@ def business_status(code: str) -> dict[str, Any]:
     return {"coding": [coding], "text": code}
 
 
-def task_id(focus: str, code: str, owner: str) -> str:
-    return str(uuid.uuid5(_NAMESPACE, f"{focus}|{code}|{owner}"))
+def task_id(focus: str, code: str, owner: str, key: str = "") -> str:
+    name = f"{focus}|{code}|{owner}" + (f"|{key}" if key else "")
+    return str(uuid.uuid5(_NAMESPACE, name))
 
 
 def _instant(moment: datetime) -> str:
@@ -92,16 +102,33 @@ def task_resource(obligation: Obligation, id: str) -> dict[str, Any]:
         task["encounter"] = {"reference": o.encounter}
     if o.requester:
         task["requester"] = {"reference": o.requester}
+    if o.follow_up:
+        task["input"] = [follow_up_input(o.follow_up)]
     return task
+
+
+def follow_up_input(date: str) -> dict[str, Any]:
+    return {"type": {"text": FOLLOW_UP_DATE}, "valueDate": date}
+
+
+def follow_up_of(task: dict[str, Any]) -> str | None:
+    """The follow-up date a Task is for (its `input`), if any."""
+    for item in task.get("input") or []:
+        if (item.get("type") or {}).get("text") == FOLLOW_UP_DATE and "valueDate" in item:
+            return str(item["valueDate"])
+    return None
 
 
 async def open_task(uow: UnitOfWork, obligation: Obligation) -> dict[str, Any]:
     """The obligation's Task, created unless it exists already (then left as it is)."""
-    id = task_id(obligation.focus, obligation.code, obligation.owner)
+    id = task_id(obligation.focus, obligation.code, obligation.owner, obligation.key)
     current = await uow.current("Task", id)
     if current is not None and not current.deleted:
         return resource_of(current)
     task = task_resource(obligation, id)
+    process = await episodes.process_of(uow, obligation.patient, obligation.encounter)
+    if process is not None:  # the process the obligation belongs to (Task?process=…)
+        task = episodes.with_process(task, process)
     await put_task(uow, task, current)
     return task
 
@@ -132,6 +159,34 @@ async def complete(
     deadline = deadline_of(task)
     if deadline is not None and done > deadline:
         task["businessStatus"] = business_status(LATE)
+    await put_task(uow, task, version)
+
+
+async def move(
+    uow: UnitOfWork,
+    version: ResourceVersion,
+    deadline: datetime,
+    owner: str | None = None,
+    follow_up: str | None = None,
+) -> None:
+    """A later act moved an open obligation (R-DIS-07: the stay ended; R-SIP-08: a new
+    follow-up date): new deadline, owner, follow-up date. `overdue` is dropped: the sweep
+    sets it again if the new deadline has passed too."""
+    task = resource_of(version)
+    if task.get("status") != "requested":
+        return
+    before = (deadline_of(task), reference(task.get("owner")), follow_up_of(task))
+    after_owner = owner or before[1]
+    after_follow_up = follow_up or before[2]
+    if before == (deadline, after_owner, after_follow_up):
+        return
+    task.pop("meta", None)
+    task["restriction"] = {"period": {**task["restriction"]["period"], "end": _instant(deadline)}}
+    if after_owner:
+        task["owner"] = {"reference": after_owner}
+    if after_follow_up:
+        task["input"] = [follow_up_input(after_follow_up)]
+    task.pop("businessStatus", None)
     await put_task(uow, task, version)
 
 

@@ -98,12 +98,22 @@ async def test_r_sip_01_active_plan_needs_consent(client: httpx.AsyncClient) -> 
 async def test_r_sip_01_checked_again_when_the_person_is_written(
     client: httpx.AsyncClient,
 ) -> None:
-    """R-SIP-01: the consent gate applies to Patients stored here, so writing the Patient of
-    an active SIP without consent is refused as well (no order of writes skips the rule)."""
-    await set_status(client, "Consent-sip", "inactive")
-    await refused(client, example("Patient-tolvan-tolvansson"), "R-SIP-01", "Patient")
-    await set_status(client, "Consent-sip", "active")
-    await accepted(client, example("Patient-tolvan-tolvansson"))
+    """R-SIP-01: the consent gate applies to Patients stored here, so a plan written before
+    its person is not stored yet, and the person's own write is then refused until the
+    consent is there (no order of writes skips the rule)."""
+    person = renamed(example("Patient-tolvan-tolvansson"), "new-person")
+    plan = renamed(example("CarePlan-sip"), "plan-before-person")
+    plan["subject"] = {"reference": "Patient/new-person"}
+    for activity in plan["activity"]:  # self-care is the plan's own person's (sip-careplan-5)
+        for performer in activity.get("detail", {}).get("performer", []):
+            if performer.get("reference") == "Patient/tolvan-tolvansson":
+                performer["reference"] = "Patient/new-person"
+    await accepted(client, plan)  # the person is not held here (yet)
+    await refused(client, person, "R-SIP-01", "Patient")
+    consent = renamed(example("Consent-sip"), "new-person-sip")
+    consent["patient"] = {"reference": "Patient/new-person"}
+    await accepted(client, consent)
+    await accepted(client, person)
 
 
 async def test_r_sip_01_in_a_transaction_the_order_of_entries_does_not_matter(

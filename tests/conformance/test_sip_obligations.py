@@ -284,3 +284,224 @@ async def test_obligations_are_listed_per_owner_by_deadline(client: httpx.AsyncC
         ("kvittera-meddelande", "2026-11-09T12:00:00+01:00"),
         ("skicka-sip-kallelse", "2026-11-12T23:59:59+01:00"),
     ]
+
+
+def answered(basis: dict[str, Any], answers: dict[str, bool]) -> dict[str, Any]:
+    """The planning basis with these yes/no answers (link id without `.answer`)."""
+    for group in basis["item"]:
+        for item in group.get("item", []):
+            link = item["linkId"].removesuffix(".answer")
+            if item["linkId"].endswith(".answer") and link in answers:
+                item["answer"] = [{"valueBoolean": answers[link]}]
+    return basis
+
+
+def stay_not_ended(estimated: bool = True) -> dict[str, Any]:
+    """The inpatient stay still in progress (no period.end), with or without its estimated
+    discharge date."""
+    stay = example("Encounter-inpatient-stay")
+    stay["status"] = "in-progress"
+    del stay["period"]["end"]
+    if not estimated:
+        stay["extension"] = [e for e in stay["extension"] if "estimated" not in e["url"]]
+    return stay
+
+
+def without_care_manager() -> dict[str, Any]:
+    episode = example("EpisodeOfCare-discharge-and-sip")
+    del episode["careManager"]
+    return episode
+
+
+async def test_r_dis_07_fast_vardkontakt_before_discharge(
+    client: httpx.AsyncClient, clock: FixedClock
+) -> None:
+    """R-DIS-07: the admission notice (received 2 Nov 15:05) obliges its primary-care
+    recipient, not the municipality, to appoint a fast vårdkontakt by the estimated discharge
+    date (9 Nov, end of day); when the stay ends (10 Nov 13:30) the deadline moves there; the
+    process's careManager, a PractitionerRole of the health centre, completes it at the
+    clock's now (the record has no time of its own)."""
+    await put(client, without_care_manager())
+    await put(client, stay_not_ended())
+    await put(client, example("Communication-admission-notice"))
+    [task] = await tasks(client, "utse-fast-vardkontakt")
+    assert task["owner"] == {"reference": HEALTH_CENTRE}
+    assert task["status"] == "requested"
+    assert task["restriction"]["period"]["start"] == "2026-11-02T15:05:00+01:00"
+    assert deadline(task) == "2026-11-09T23:59:59+01:00"
+    assert task["encounter"] == {"reference": "Encounter/inpatient-stay"}
+
+    await put(client, example("Encounter-inpatient-stay"))
+    [moved] = await tasks(client, "utse-fast-vardkontakt")
+    assert moved["id"] == task["id"]
+    assert deadline(moved) == "2026-11-10T13:30:00+01:00"
+
+    clock.moment = datetime(2026, 11, 6, 10, 0, tzinfo=STOCKHOLM)
+    await put(client, example("EpisodeOfCare-discharge-and-sip"))
+    [done] = await tasks(client, "utse-fast-vardkontakt")
+    assert done["status"] == "completed"
+    assert done["executionPeriod"]["end"] == "2026-11-06T10:00:00+01:00"
+    assert done["output"][0]["valueReference"] == {
+        "reference": "PractitionerRole/designated-care-contact"
+    }
+    assert "businessStatus" not in done
+
+
+async def test_r_dis_07_the_notice_s_estimated_date_when_the_stay_has_none(
+    client: httpx.AsyncClient,
+) -> None:
+    """R-DIS-07: a stay without period.end or estimated date: the notice's estimated
+    discharge date (12 Nov) is the deadline."""
+    await put(client, without_care_manager())
+    await put(client, stay_not_ended(estimated=False))
+    notice = example("Communication-admission-notice")
+    notice["extension"][0]["valueDate"] = "2026-11-12"
+    await put(client, notice)
+    [task] = await tasks(client, "utse-fast-vardkontakt")
+    assert deadline(task) == "2026-11-12T23:59:59+01:00"
+
+
+async def test_r_dis_07_a_patient_s_general_practitioner_role_completes_it_late(
+    client: httpx.AsyncClient, clock: FixedClock
+) -> None:
+    """R-DIS-07: a fast vårdkontakt recorded on the Patient (generalPractitioner, a
+    PractitionerRole of the health centre) after the discharge completes the Task `late`.
+    (The Patient does not claim sip-patient, which lists only the primary care centre.)"""
+    await put(client, without_care_manager())
+    await put(client, example("Communication-admission-notice"))
+    clock.moment = datetime(2026, 11, 11, 9, 0, tzinfo=STOCKHOLM)
+    patient = example("Patient-tolvan-tolvansson")
+    del patient["meta"]
+    patient["generalPractitioner"].append({"reference": "PractitionerRole/ward-physician"})
+    await put(client, patient)  # a role of another unit completes nothing
+    [task] = await tasks(client, "utse-fast-vardkontakt")
+    assert task["status"] == "requested"
+    patient["generalPractitioner"].append(
+        {"reference": "PractitionerRole/designated-care-contact-physician"}
+    )
+    await put(client, patient)
+    [task] = await tasks(client, "utse-fast-vardkontakt")
+    assert task["status"] == "completed"
+    assert task["executionPeriod"]["end"] == "2026-11-11T09:00:00+01:00"
+    assert task["output"][0]["valueReference"] == {
+        "reference": "PractitionerRole/designated-care-contact-physician"
+    }
+    assert task["businessStatus"]["coding"][0]["code"] == "late"
+
+
+async def test_r_dis_07_a_fast_vardkontakt_recorded_before_the_notice_fulfils_it_at_once(
+    client: httpx.AsyncClient,
+) -> None:
+    """R-DIS-07: the process already names the health centre's fast vårdkontakt
+    (careManager): the Task is completed when it opens, at its start."""
+    await put(client, example("Communication-admission-notice"))
+    [task] = await tasks(client, "utse-fast-vardkontakt")
+    assert task["status"] == "completed"
+    assert task["executionPeriod"]["end"] == "2026-11-02T15:05:00+01:00"
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        pytest.param({"sip-needed": False}, id="no-coordination-need"),
+        pytest.param(
+            {"home-health-care": False, "assistive-devices": False, "medication-changes": False},
+            id="only-social-services",
+        ),
+    ],
+)
+async def test_r_dis_10_no_invitation_obligation_when_the_planning_basis_excludes_it(
+    client: httpx.AsyncClient, answers: dict[str, bool]
+) -> None:
+    """R-DIS-10: no SIP invitation when the stay's newest planning basis says there is no
+    need of coordination, or that the patient needs only social services; an older basis
+    that said otherwise does not count."""
+    newer = answered(example("QuestionnaireResponse-planning-basis"), answers)
+    newer |= {"id": "planning-basis-updated", "authored": "2026-11-08T09:00:00+01:00"}
+    await put(client, newer)
+    await put(client, example("Communication-ready-for-discharge"))
+    assert await tasks(client, "skicka-sip-kallelse") == []
+    assert len(await tasks(client, "kvittera-meddelande")) == 3
+
+
+async def test_r_dis_12_discharge_notice_the_day_the_stay_ends(client: httpx.AsyncClient) -> None:
+    """R-DIS-12: the stay (with an admission notice) ends 10 Nov 13:30: the ward that sent
+    the admission notice sends the discharge notice by the end of that day; sent the next
+    morning it completes the Task `late`."""
+    await put(client, stay_not_ended())
+    await put(client, example("Communication-admission-notice"))
+    assert await tasks(client, "skicka-utskrivningsmeddelande") == []
+    await put(client, example("Encounter-inpatient-stay"))
+    [task] = await tasks(client, "skicka-utskrivningsmeddelande")
+    assert task["owner"] == {"reference": WARD}
+    assert task["focus"] == {"reference": "Encounter/inpatient-stay"}
+    assert task["encounter"] == {"reference": "Encounter/inpatient-stay"}
+    assert task["restriction"]["period"]["start"] == "2026-11-10T13:30:00+01:00"
+    assert deadline(task) == "2026-11-10T23:59:59+01:00"
+    notice = example("Communication-discharge-notice")
+    notice["sent"] = notice["received"] = "2026-11-11T08:15:00+01:00"
+    await put(client, notice)
+    [task] = await tasks(client, "skicka-utskrivningsmeddelande")
+    assert task["status"] == "completed"
+    assert task["executionPeriod"]["end"] == "2026-11-11T08:15:00+01:00"
+    assert task["output"][0]["valueReference"] == {"reference": "Communication/discharge-notice"}
+    assert task["businessStatus"]["coding"][0]["code"] == "late"
+
+
+async def test_r_dis_12_an_ended_stay_and_a_notice_already_sent(client: httpx.AsyncClient) -> None:
+    """R-DIS-12: whatever the write order: the stay ended already and the discharge notice
+    was sent before the admission notice is stored: the Task opens completed, on time."""
+    await put(client, example("Communication-discharge-notice"))
+    await put(client, example("Communication-admission-notice"))
+    [task] = await tasks(client, "skicka-utskrivningsmeddelande")
+    assert task["status"] == "completed"
+    assert task["executionPeriod"]["end"] == "2026-11-10T13:30:00+01:00"
+    assert "businessStatus" not in task
+
+
+def plan_made_before_discharge() -> dict[str, Any]:
+    plan = example("CarePlan-sip")
+    plan["created"] = "2026-11-05T10:00:00+01:00"
+    plan["period"]["start"] = "2026-11-05"
+    return plan
+
+
+async def test_r_dis_14_an_existing_plan_is_followed_up_within_21_days_of_discharge(
+    client: httpx.AsyncClient,
+) -> None:
+    """R-DIS-14: the patient's SIP was made (5 Nov) before the discharge (10 Nov 13:30): its
+    follow-up responsible's unit follows it up by the end of 1 Dec, instead of a new SIP
+    being established; the follow-up meeting held 25 Nov completes it."""
+    await put(client, plan_made_before_discharge())
+    await put(client, example("Communication-discharge-notice"))
+    assert await tasks(client, "uppratta-sip") == []
+    [task] = await tasks(client, "folja-upp-plan", focus="Communication/discharge-notice")
+    assert task["owner"] == {"reference": HEALTH_CENTRE}
+    assert task["restriction"]["period"]["start"] == "2026-11-10T13:30:00+01:00"
+    assert deadline(task) == "2026-12-01T23:59:59+01:00"
+    meeting = example("Appointment-sip-follow-up-meeting")
+    meeting |= {
+        "status": "fulfilled",
+        "start": "2026-11-25T13:00:00+01:00",
+        "end": "2026-11-25T14:00:00+01:00",
+    }
+    for participant in meeting["participant"]:
+        participant["status"] = "accepted"
+    await put(client, meeting)
+    [task] = await tasks(client, "folja-upp-plan", focus="Communication/discharge-notice")
+    assert task["status"] == "completed"
+    assert task["executionPeriod"]["end"] == "2026-11-25T14:00:00+01:00"
+    assert task["output"][0]["valueReference"] == {"reference": "Appointment/sip-follow-up-meeting"}
+
+
+async def test_r_dis_14_no_sip_obligation_when_the_planning_basis_says_none_is_needed(
+    client: httpx.AsyncClient,
+) -> None:
+    """R-DIS-14: the planning basis says no SIP is needed: the discharge notice opens no
+    `uppratta-sip` (its acknowledgements still open)."""
+    await put(
+        client, answered(example("QuestionnaireResponse-planning-basis"), {"sip-needed": False})
+    )
+    await put(client, example("Communication-discharge-notice"))
+    assert await tasks(client, "uppratta-sip") == []
+    assert len(await tasks(client, "kvittera-meddelande")) == 3

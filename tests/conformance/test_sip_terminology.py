@@ -52,6 +52,7 @@ TERMINOLOGY: dict[str, dict[str, str]] = {  # id -> code -> Swedish display
         "kallelse": "Kallelse",
         "generellt-meddelande": "Generellt meddelande",
         "kvittens": "Kvittens",
+        "sip-behov": "Behov av SIP",
     },
     "sip-goal-level": {"huvudmal": "Huvudmål", "delmal": "Delmål"},
     "sip-plan-closure-reason": {
