@@ -22,18 +22,30 @@ OPERATIONS = {
     "$translate": "http://hl7.org/fhir/OperationDefinition/ConceptMap-translate",
     "$validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
     "$payment-liability": "http://sip-fhir.se/fhir/OperationDefinition/Encounter-payment-liability",
+    "$indicators": "http://sip-fhir.se/fhir/OperationDefinition/indicators",
 }
 
 
 def operations_by_type() -> dict[str | None, set[str]]:
     """Operations per resource type, from the routes: a `/{type}/…` route serves every type
-    (key None), a `/ConceptMap/…` route only its own."""
+    (key None), a `/ConceptMap/…` route only its own; system-level ones are not here."""
     out: dict[str | None, set[str]] = {}
     for route in ROUTES:
-        if route.interaction.startswith("$"):
+        if route.interaction.startswith("$") and route.level != "system":
             first = route.path.split("/")[1]
             out.setdefault(None if first == "{type}" else first, set()).add(route.interaction)
     return out
+
+
+def system_operations() -> list[str]:
+    """Operations on the base URL (`[base]/$name`)."""
+    return sorted(
+        {r.interaction for r in ROUTES if r.level == "system" and r.interaction[0] == "$"}
+    )
+
+
+def _operations(names: list[str]) -> list[dict[str, str]]:
+    return [{"name": op.removeprefix("$"), "definition": OPERATIONS[op]} for op in names]
 
 
 def capability_statement(
@@ -43,11 +55,14 @@ def capability_statement(
     type_interactions = sorted(
         {r.interaction for r in ROUTES if r.level != "system"} & interactions
     )
-    system_interactions = {r.interaction for r in ROUTES if r.level == "system"}
+    system_interactions = {
+        r.interaction for r in ROUTES if r.level == "system" and r.interaction[0] != "$"
+    }
     if "transaction" in system_interactions:
         system_interactions.add("batch")  # the same POST [base] route answers both
     system_interactions = sorted(system_interactions)
     operations = operations_by_type()
+    system = system_operations()
     resources = [
         resource_capability(
             name,
@@ -80,6 +95,7 @@ def capability_statement(
                     for p in search_params("Patient").values()
                     if p.name.startswith("_")  # common to all types (base Resource)
                 ],
+                **({"operation": _operations(system)} if system else {}),
             }
         ],
     }
@@ -97,9 +113,7 @@ def resource_capability(
     if params:  # FHIR JSON allows no empty arrays
         capability["searchParam"] = params
     if operations:
-        capability["operation"] = [
-            {"name": op.removeprefix("$"), "definition": OPERATIONS[op]} for op in operations
-        ]
+        capability["operation"] = _operations(operations)
     return capability
 
 

@@ -33,6 +33,8 @@ from fhir_server.interactions import crud
 from fhir_server.interactions import patch as patching
 from fhir_server.interactions.context import Context
 from fhir_server.interactions.history import history
+from fhir_server.interactions.indicator_request import read_request as read_indicator_request
+from fhir_server.interactions.indicators import indicator_reports
 from fhir_server.interactions.payment_liability import liability_of_stay
 from fhir_server.interactions.search import search_system, search_type
 from fhir_server.interactions.subsetting import parse_subset, subset
@@ -358,6 +360,27 @@ async def payment_liability(request: Request) -> Response:
     return json_response(result, 200, pretty=pretty)
 
 
+async def indicators_system(request: Request) -> Response:
+    """`[base]/$indicators` (R-IND-01): the indicators over all the data."""
+    return await _indicators(request, None)
+
+
+async def indicators_organization(request: Request) -> Response:
+    """`Organization/[id]/$indicators` (R-IND-01): the indicators of one organisation."""
+    return await _indicators(request, request.path_params["id"])
+
+
+async def _indicators(request: Request, id: str | None) -> Response:
+    """Parameters in the query (GET) or a Parameters body (POST, query too)."""
+    pretty = check_response_format(request)
+    ctx = context(request)
+    body = None
+    if request.method == "POST":
+        body = await read_resource(request, ctx.settings.max_body_bytes)
+    ask = read_indicator_request(ctx, query_pairs(request), body)
+    return json_response(await indicator_reports(ctx, ask, id), 200, pretty=pretty)
+
+
 async def bundle_post(request: Request) -> Response:
     """`POST [base]`: a batch or transaction Bundle; the response Bundle says what happened."""
     pretty = check_response_format(request)
@@ -369,6 +392,24 @@ async def bundle_post(request: Request) -> Response:
 ROUTES: tuple[Route, ...] = (
     Route("/", "POST", bundle_post, "transaction", "system"),
     Route("", "POST", bundle_post, "transaction", "system"),
+    # Before `/{type}` and `/{type}/{id}/{target}`, which would take `$indicators` as a type
+    # or a compartment type.
+    Route("/$indicators", "GET", indicators_system, "$indicators", "system"),
+    Route("/$indicators", "POST", indicators_system, "$indicators", "system"),
+    Route(
+        "/Organization/{id}/$indicators",
+        "GET",
+        indicators_organization,
+        "$indicators",
+        "instance",
+    ),
+    Route(
+        "/Organization/{id}/$indicators",
+        "POST",
+        indicators_organization,
+        "$indicators",
+        "instance",
+    ),
     Route("/{type}/$validate", "POST", validate_type, "$validate", "type"),
     Route("/{type}/{id}/$validate", "POST", validate_instance, "$validate", "instance"),
     Route("/{type}/{id}/$validate", "GET", validate_instance, "$validate", "instance"),

@@ -27,8 +27,19 @@ TRIGGER_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition/profile-trigger"
 """On a profile: a FHIRPath expression; a resource of the profile's type for which it is true
 must conform to the profile even if it does not claim it in `meta.profile`."""
 
-KINDS = ("StructureDefinition", "ValueSet", "CodeSystem", "SearchParameter", "ConceptMap", "Basic")
-"""`Basic` only as an R4 SubscriptionTopic (see `canonical_url`)."""
+KINDS = (
+    "StructureDefinition",
+    "ValueSet",
+    "CodeSystem",
+    "SearchParameter",
+    "ConceptMap",
+    "Basic",
+    "OperationDefinition",
+    "Measure",
+)
+"""`Basic` only as an R4 SubscriptionTopic (see `canonical_url`). OperationDefinitions state
+the operations the CapabilityStatement names; Measures the indicators `$indicators` reports
+(R-IND-01)."""
 
 TOPIC_URL_EXTENSION = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic.url"
 """R4 has no SubscriptionTopic: the Subscriptions R5 Backport IG writes one as a `Basic` with
