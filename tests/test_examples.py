@@ -14,8 +14,12 @@ from benchmarks.dataset import mixed_resources
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
+SCENARIOS = EXAMPLES / "scenarios"  # timed transaction Bundles, played by test_scenarios.py
+
+
 def example_files() -> list[Path]:
-    return sorted(EXAMPLES.rglob("*.json"))
+    """Every example resource: one resource per `*.json` file, outside `scenarios/`."""
+    return sorted(p for p in EXAMPLES.rglob("*.json") if SCENARIOS not in p.parents)
 
 
 def references(node: Any) -> set[str]:
