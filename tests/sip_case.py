@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from fhir_server.config import Settings
+from fhir_server.sip.clock import STOCKHOLM, FixedClock
+from fhir_server.storage.port import Storage
+from tests.conftest import app_client
 
 CASE = Path(__file__).resolve().parent.parent / "examples" / "sip-case"
 
@@ -30,3 +37,54 @@ async def load_case(client: httpx.AsyncClient, leave_out: Iterable[str] = ()) ->
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     response = await client.post("", json=bundle)
     assert response.status_code == 200, response.text
+
+
+# -- What the process tests share ------------------------------------------------------------
+
+OBLIGATION = "http://sip-fhir.se/fhir/CodeSystem/sip-obligation-type"
+PATIENT = "Patient/tolvan-tolvansson"
+HEALTH_CENTRE = "Organization/ornaset-health-centre"
+MUNICIPALITY = "Organization/lulea-municipality"
+HOME_CARE = "Organization/lulea-home-care"
+WARD = "Organization/sunderby-medical-ward"
+ACTS = ("Task", "Communication", "Appointment", "CarePlan")  # what the tests send themselves
+
+
+def november_clock() -> FixedClock:
+    """Before the example case's first act (2 Nov 2026)."""
+    return FixedClock(datetime(2026, 11, 1, 9, 0, tzinfo=STOCKHOLM))
+
+
+@asynccontextmanager
+async def case_client(
+    store: Storage, settings: Settings, clock: FixedClock, leave_out: Iterable[str] | None = ACTS
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app on `store` with `clock` (no sweep timer in the way), the example case loaded
+    less `leave_out` (None: nothing loaded)."""
+    settings = settings.model_copy(update={"obligation_sweep_interval": 3600.0})
+    async with app_client(settings, store, clock) as http:
+        if leave_out is not None:
+            await load_case(http, leave_out=leave_out)
+        yield http
+
+
+async def put(client: httpx.AsyncClient, resource: dict[str, Any]) -> None:
+    url = f"/{resource['resourceType']}/{resource['id']}"
+    response = await client.put(url, json=resource)
+    assert response.status_code in (200, 201), response.text
+
+
+async def tasks(client: httpx.AsyncClient, code: str, **criteria: str) -> list[dict[str, Any]]:
+    """The obligation Tasks of `code` matching `criteria`, by deadline."""
+    params = {"code": f"{OBLIGATION}|{code}", "_sort": "deadline", **criteria}
+    response = await client.get("/Task", params=params)
+    assert response.status_code == 200, response.text
+    return [e["resource"] for e in response.json().get("entry", [])]
+
+
+def owners(found: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {t["owner"]["reference"]: t for t in found}
+
+
+def deadline(task: dict[str, Any]) -> str:
+    return task["restriction"]["period"]["end"]

@@ -24,16 +24,20 @@ from fhir_server.sip.clock import STOCKHOLM, FixedClock
 from fhir_server.sip.indicators import INDICATORS
 from fhir_server.sip.obligations import sweep
 from fhir_server.storage.port import Storage
-from tests.conftest import app_client
 from tests.engines import make_storage
-from tests.sip_case import example, load_case
+from tests.sip_case import (
+    HEALTH_CENTRE,
+    HOME_CARE,
+    MUNICIPALITY,
+    OBLIGATION,
+    WARD,
+    case_client,
+    example,
+    november_clock,
+    put,
+)
 
-OBLIGATION = "http://sip-fhir.se/fhir/CodeSystem/sip-obligation-type"
 MEASURE = "http://sip-fhir.se/fhir/Measure"
-HEALTH_CENTRE = "Organization/ornaset-health-centre"
-MUNICIPALITY = "Organization/lulea-municipality"
-HOME_CARE = "Organization/lulea-home-care"
-WARD = "Organization/sunderby-medical-ward"
 REGION = "Organization/region-norrbotten"
 NOVEMBER = {"periodStart": "2026-11-01", "periodEnd": "2026-11-30"}
 ADMISSION = "Communication/admission-notice"
@@ -41,7 +45,7 @@ ADMISSION = "Communication/admission-notice"
 
 @pytest.fixture
 def clock() -> FixedClock:
-    return FixedClock(datetime(2026, 11, 1, 9, 0, tzinfo=STOCKHOLM))
+    return november_clock()
 
 
 @pytest.fixture
@@ -53,20 +57,12 @@ def store(engine: str, tmp_path: Path) -> Storage:
 async def client(
     store: Storage, settings: Settings, clock: FixedClock
 ) -> AsyncIterator[httpx.AsyncClient]:
-    settings = settings.model_copy(update={"obligation_sweep_interval": 3600.0})
-    async with app_client(settings, store, clock) as http:
-        await load_case(http, leave_out=("Task", "Communication", "Appointment", "CarePlan"))
+    async with case_client(store, settings, clock) as http:
         yield http
 
 
 def at(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(STOCKHOLM)
-
-
-async def put(client: httpx.AsyncClient, resource: dict[str, Any]) -> None:
-    url = f"/{resource['resourceType']}/{resource['id']}"
-    response = await client.put(url, json=resource)
-    assert response.status_code in (200, 201), response.text
 
 
 def message(name: str, **changes: Any) -> dict[str, Any]:

@@ -21,19 +21,26 @@ from fhir_server.sip.obligations import sweep
 from fhir_server.storage.port import Storage
 from tests.conftest import app_client
 from tests.engines import make_storage
-from tests.sip_case import example, load_case
+from tests.sip_case import (
+    HEALTH_CENTRE,
+    HOME_CARE,
+    MUNICIPALITY,
+    WARD,
+    case_client,
+    deadline,
+    example,
+    november_clock,
+    owners,
+    put,
+    tasks,
+)
 
-OBLIGATION = "http://sip-fhir.se/fhir/CodeSystem/sip-obligation-type"
-HEALTH_CENTRE = "Organization/ornaset-health-centre"
-MUNICIPALITY = "Organization/lulea-municipality"
-HOME_CARE = "Organization/lulea-home-care"
-WARD = "Organization/sunderby-medical-ward"
 STATUS = "http://sip-fhir.se/fhir/CodeSystem/sip-obligation-status"
 
 
 @pytest.fixture
 def clock() -> FixedClock:
-    return FixedClock(datetime(2026, 11, 1, 9, 0, tzinfo=STOCKHOLM))
+    return november_clock()
 
 
 @pytest.fixture
@@ -45,32 +52,9 @@ def store(engine: str, tmp_path: Path) -> Storage:
 async def client(
     store: Storage, settings: Settings, clock: FixedClock
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The case without its Tasks, Communications and meetings: the tests send those."""
-    settings = settings.model_copy(update={"obligation_sweep_interval": 3600.0})
-    async with app_client(settings, store, clock) as http:
-        await load_case(http, leave_out=("Task", "Communication", "Appointment", "CarePlan"))
+    """The case without its Tasks, Communications, meetings and plan: the tests send those."""
+    async with case_client(store, settings, clock) as http:
         yield http
-
-
-async def put(client: httpx.AsyncClient, resource: dict[str, Any]) -> None:
-    url = f"/{resource['resourceType']}/{resource['id']}"
-    response = await client.put(url, json=resource)
-    assert response.status_code in (200, 201), response.text
-
-
-async def tasks(client: httpx.AsyncClient, code: str, **criteria: str) -> list[dict[str, Any]]:
-    params = {"code": f"{OBLIGATION}|{code}", "_sort": "deadline", **criteria}
-    response = await client.get("/Task", params=params)
-    assert response.status_code == 200, response.text
-    return [e["resource"] for e in response.json().get("entry", [])]
-
-
-def owners(found: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {t["owner"]["reference"]: t for t in found}
-
-
-def deadline(task: dict[str, Any]) -> str:
-    return task["restriction"]["period"]["end"]
 
 
 async def test_r_dis_05_acknowledge_by_the_next_12_00(

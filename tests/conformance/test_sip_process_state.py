@@ -20,26 +20,31 @@ from fhir_server.config import Settings
 from fhir_server.sip.clock import STOCKHOLM, FixedClock
 from fhir_server.sip.episodes import discharge_id, sip_id
 from fhir_server.storage.port import Storage
-from tests.conftest import app_client
 from tests.engines import make_storage
-from tests.sip_case import example, load_case
+from tests.sip_case import (
+    ACTS,
+    HEALTH_CENTRE,
+    OBLIGATION,
+    PATIENT,
+    WARD,
+    case_client,
+    example,
+    load_case,
+    november_clock,
+    put,
+)
 
 SIP = "http://sip-fhir.se/fhir"
 PLAN_TYPE = "https://fhir.inera.se/CodeSystem/typeofcareplan-cs"
-OBLIGATION = f"{SIP}/CodeSystem/sip-obligation-type"
 CLOSURE = f"{SIP}/StructureDefinition/sip-closure-reason"
 PROCESS = f"{SIP}/StructureDefinition/sip-process"
-PATIENT = "Patient/tolvan-tolvansson"
 STAY = "Encounter/inpatient-stay"
 EXAMPLE_PROCESS = "EpisodeOfCare/discharge-and-sip"
-WARD = "Organization/sunderby-medical-ward"
-HEALTH_CENTRE = "Organization/ornaset-health-centre"
-ACTS = ("Task", "Communication", "Appointment", "CarePlan")
 
 
 @pytest.fixture
 def clock() -> FixedClock:
-    return FixedClock(datetime(2026, 11, 1, 9, 0, tzinfo=STOCKHOLM))
+    return november_clock()
 
 
 @pytest.fixture
@@ -51,8 +56,7 @@ def store(engine: str, tmp_path: Path) -> Storage:
 async def http(
     store: Storage, settings: Settings, clock: FixedClock
 ) -> AsyncIterator[httpx.AsyncClient]:
-    settings = settings.model_copy(update={"obligation_sweep_interval": 3600.0})
-    async with app_client(settings, store, clock) as client:
+    async with case_client(store, settings, clock, leave_out=None) as client:
         yield client
 
 
@@ -68,12 +72,6 @@ async def bare(http: httpx.AsyncClient) -> httpx.AsyncClient:
     """The case without its EpisodeOfCare: the server makes the processes."""
     await load_case(http, leave_out=(*ACTS, "EpisodeOfCare"))
     return http
-
-
-async def put(client: httpx.AsyncClient, resource: dict[str, Any]) -> None:
-    url = f"/{resource['resourceType']}/{resource['id']}"
-    response = await client.put(url, json=resource)
-    assert response.status_code in (200, 201), response.text
 
 
 async def read(client: httpx.AsyncClient, reference: str) -> dict[str, Any]:

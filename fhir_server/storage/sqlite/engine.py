@@ -26,7 +26,16 @@ import aiosqlite
 import orjson
 
 from fhir_server.errors import FhirError, error
-from fhir_server.search.query import SearchQuery
+from fhir_server.search.query import (
+    AnyOf,
+    Chain,
+    Condition,
+    Has,
+    IdIn,
+    Not,
+    ReferenceMatch,
+    SearchQuery,
+)
 from fhir_server.search.sql import (
     compile_after,
     compile_order,
@@ -163,9 +172,12 @@ class SqliteUnitOfWork:
     """Runs inside the writer's open transaction; sees its own writes.
 
     Puts wait in a buffer and go to SQLite together, in one thread hop with one
-    `executemany` per table, when the unit of work next reads or ends: a transaction Bundle of
-    20 resources costs one hop instead of 20.  A version conflict then surfaces at that point,
-    still inside the unit of work, so it rolls back as before.  Every operation first checks
+    `executemany` per table, when the unit of work next reads what they change or ends: a
+    transaction Bundle of 20 resources costs one hop instead of 20. A read that cannot see
+    the buffered types leaves the buffer alone (`current` of a buffered resource answers from
+    it), so the process rules' reads between a bundle's entries do not split its writes. A
+    version conflict then surfaces at the flush, still inside the unit of work, so it rolls
+    back as before.  Every operation first checks
     the transaction's deadline, and the writer's progress handler stops a statement past it:
     either way the unit of work fails with too-costly and rolls back.
     """
@@ -175,6 +187,9 @@ class SqliteUnitOfWork:
         self._deadline = deadline
         self._timeout = timeout
         self._pending: list[tuple[ResourceVersion, Rows]] = []
+        # The process rules ask the same questions for each entry of a bundle: a search's
+        # answer stands until a put of a type it reads.
+        self._found: dict[SearchQuery, list[ResourceVersion]] = {}
 
     def check(self) -> None:
         """Past the deadline the transaction has held the write lock long enough: end it."""
@@ -199,18 +214,42 @@ class SqliteUnitOfWork:
         self.check()
 
     async def current(self, type: str, id: str) -> ResourceVersion | None:
-        await self.flush()
+        for version, _ in reversed(self._pending):
+            if version.id == id and version.type == type:
+                self.check()
+                return version
         return await self._run(_current_row, type, id)  # type: ignore[no-any-return]
 
     async def find(self, query: SearchQuery, access: AccessFilter) -> list[ResourceVersion]:
         if not access.allows(query.type):
             return []
-        await self.flush()
+        try:
+            return list(self._found[query])
+        except KeyError:
+            pass
+        except TypeError:  # a query holding an unhashable value is not remembered
+            return await self._search(query)
+        found = await self._search(query)
+        self._found[query] = found
+        return list(found)
+
+    async def _search(self, query: SearchQuery) -> list[ResourceVersion]:
+        if self._pending and _reads_pending(query, self._pending):
+            await self.flush()
         return (await self._run(_search, query, False)).items  # type: ignore[no-any-return]
+
+    def _forget(self, type: str) -> None:
+        """Drop the remembered searches a write of `type` may change."""
+        if self._found:
+            self._found = {
+                q: found for q, found in self._found.items() if q.type != type and not
+                any(_joins(c) for c in q.where)
+            }  # fmt: skip
 
     async def put(self, version: ResourceVersion, index: Sequence[IndexEntry]) -> None:
         self.check()
         v = version
+        self._forget(v.type)
         self._pending.append((v, index_rows(v.type, v.id, () if v.deleted else index)))
 
     async def flush(self) -> None:
@@ -227,6 +266,7 @@ class SqliteUnitOfWork:
 
     async def reindex(self, type: str, id: str, index: Sequence[IndexEntry]) -> None:
         """Replace the search values of the current version (no new version)."""
+        self._forget(type)
         await self.flush()
         await self._run(replace_index, type, id, index_rows(type, id, index), False)
 
@@ -242,6 +282,25 @@ class SqliteUnitOfWork:
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
         )
         await self._run(_fetch, sql, [key, value])
+
+
+def _reads_pending(query: SearchQuery, pending: list[tuple[ResourceVersion, Rows]]) -> bool:
+    """Whether `query` may read rows of a buffered put: one of its own type, or any at all
+    when it joins other types (a chain or `_has`)."""
+    if any(version.type == query.type for version, _ in pending):
+        return True
+    return any(_joins(condition) for condition in query.where)
+
+
+def _joins(condition: Condition) -> bool:
+    match condition:
+        case Chain() | Has():
+            return True
+        case Not(term=term):
+            return _joins(term)
+        case AnyOf(terms=alternatives):
+            return any(_joins(t) for t in alternatives)
+    return False
 
 
 def _timed(
@@ -311,13 +370,20 @@ def _where(query: SearchQuery, probe: bool = False) -> tuple[str, list[Any]]:
     return where, [query.type, *params]
 
 
+def _driven(query: SearchQuery) -> bool:
+    """Whether a reference or an id list selects the rows, so that the broad conditions are
+    better probed per row than listed in full: the process rules' `Task?patient=…&status=…`
+    within a unit of work, which would otherwise list every requested Task."""
+    return any(isinstance(c, ReferenceMatch | IdIn) for c in query.where)
+
+
 def _page_sql(query: SearchQuery, *, paged: bool) -> tuple[str, list[Any]]:
     walk = date_walk(query) if paged else None
     if walk is not None:
         sql, params = compile_walk(query, walk, _VERSION_COLUMNS, _CURRENT_FROM[5:])
         offset = query.offset if query.after_key is None else 0
         return sql + " LIMIT ? OFFSET ?", [*params, query.count + 1, offset]
-    where, params = _where(query, probe=paged)
+    where, params = _where(query, probe=paged or _driven(query))
     if paged and query.after is not None and not query.sort:
         where += " AND r.id > ?"
         params.append(query.after)
