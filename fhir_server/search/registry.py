@@ -60,16 +60,25 @@ RESULT_PARAMS = frozenset(
 _custom: dict[str, dict[str, Any]] = {}
 _valuesets: list[Callable[[str], Any]] = []
 _codesystems: list[Callable[[str], CodeHierarchy | None]] = []
+_generation = [0]
+
+
+def generation() -> int:
+    """Changes whenever what a search parameter means may have changed (the `use_*` calls),
+    so a cache of parsed searches can key on it."""
+    return _generation[0]
 
 
 def use_valuesets(lookup: Callable[[str], Any]) -> None:
     """How `:in`/`:not-in` expand a value set url (the validator's conformance resources)."""
     _valuesets[:] = [lookup]
+    _generation[0] += 1
 
 
 def use_codesystems(lookup: Callable[[str], CodeHierarchy | None]) -> None:
     """How token `:above`/`:below` find a code system's hierarchy (local or core)."""
     _codesystems[:] = [lookup]
+    _generation[0] += 1
 
 
 def custom_urls() -> frozenset[str]:
@@ -94,6 +103,7 @@ def use_custom(params: Iterable[dict[str, Any]]) -> None:
         _custom.update(wanted)
         search_params.cache_clear()
         all_params.cache_clear()
+        _generation[0] += 1
 
 
 @cache

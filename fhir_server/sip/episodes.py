@@ -21,7 +21,6 @@ from typing import Any
 
 from fhir_server.interactions.versions import deleted_version, stored_version
 from fhir_server.search.indexer import index_entries
-from fhir_server.search.parser import parse_search
 from fhir_server.sip.clock import local_moment
 from fhir_server.sip.resources import (
     CLOSURE_REASON,
@@ -35,7 +34,8 @@ from fhir_server.sip.resources import (
     reference,
     resource_of,
 )
-from fhir_server.storage.port import AccessFilter, ResourceVersion, UnitOfWork
+from fhir_server.sip.resources import find_versions as find
+from fhir_server.storage.port import ResourceVersion, UnitOfWork
 
 DISCHARGE, SIP_PROCESS = "SPU", "SIP"  # Inera typeofcareplan-cs
 KIND_DISPLAY = {
@@ -53,7 +53,6 @@ REASON_DISPLAY = {
     "avliden": "Avliden",
     "annan": "Annan orsak",
 }
-ALL = AccessFilter()  # the process acts for every unit taking part, whoever wrote the act
 _NAMESPACE = uuid.UUID("2c0f6a52-8d3e-5b7a-9f41-3e7d0c9b1a64")
 
 
@@ -93,13 +92,6 @@ def kinds(episode: dict[str, Any]) -> set[str]:
 
 def instant(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
-
-
-async def find(
-    uow: UnitOfWork, type: str, criteria: Iterable[tuple[str, str]]
-) -> list[ResourceVersion]:
-    """Current resources matching `criteria`, as this unit of work sees them."""
-    return await uow.find(parse_search(type, list(criteria)).query, ALL)
 
 
 async def stored(uow: UnitOfWork, id: str | None) -> Process | None:

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 from fhir_server.search.parser import parse_search
 from fhir_server.sip import rules_care_contact, rules_discharge, rules_invitations, rules_plan
 from fhir_server.sip.clock import Clock
-from fhir_server.sip.resources import resource_of
+from fhir_server.sip.resources import ALL, resource_of
 from fhir_server.sip.tasks import (
-    ALL,
     BUSINESS_STATUS,
     OVERDUE,
     business_status,

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from fhir_server.errors import FhirError, error
 from fhir_server.search.parser import parse_search
-from fhir_server.storage.port import ResourceVersion, UnitOfWork
+from fhir_server.search.query import SearchQuery
+from fhir_server.search.registry import generation
+from fhir_server.storage.port import AccessFilter, ResourceVersion, UnitOfWork
 
 if TYPE_CHECKING:
     from fhir_server.interactions.context import Context
@@ -29,6 +32,7 @@ CLOSURE_REASON_URL = f"{SIP}/StructureDefinition/sip-closure-reason"
 ESTIMATED_DISCHARGE_URL = f"{SIP}/StructureDefinition/sip-estimated-discharge-date"
 PARTICIPANT_ORGANIZATION_URL = f"{SIP}/StructureDefinition/sip-participant-organization"
 PARTICIPATING_ORGANIZATION_URL = f"{SIP}/StructureDefinition/sip-participating-organization"
+ALL = AccessFilter()  # the server's own reads for the process rules
 
 
 def refused(rule: str, message: str, expression: str) -> FhirError:
@@ -95,5 +99,24 @@ async def find(
     ctx: Context, uow: UnitOfWork, type: str, params: Iterable[tuple[str, str]]
 ) -> list[dict[str, Any]]:
     """Every current resource of `type` matching the search `params`, in this unit of work."""
-    query = replace(parse_search(type, list(params)).query, total=False)
-    return [resource_of(v) for v in await uow.find(query, ctx.access) if v.json]
+    versions = await uow.find(query_of(type, params), ctx.access)
+    return [resource_of(v) for v in versions if v.json]
+
+
+async def find_versions(
+    uow: UnitOfWork, type: str, criteria: Iterable[tuple[str, str]]
+) -> list[ResourceVersion]:
+    """Current versions matching `criteria`, as this unit of work sees them (the server's own
+    reads for the process: no access filter)."""
+    return await uow.find(query_of(type, criteria), ALL)
+
+
+def query_of(type: str, criteria: Iterable[tuple[str, str]]) -> SearchQuery:
+    """The search the process rules ask, parsed once: a bundle's entries ask the same
+    questions about the same patient, and parsing costs more than the answer."""
+    return _parsed(generation(), type, tuple(criteria))
+
+
+@lru_cache(maxsize=512)
+def _parsed(_generation: int, type: str, criteria: tuple[tuple[str, str], ...]) -> SearchQuery:
+    return replace(parse_search(type, list(criteria)).query, total=False)

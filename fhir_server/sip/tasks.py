@@ -16,25 +16,23 @@ A coding, not only text, so `business-status:not=…|overdue` can find the rest.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from fhir_server.interactions.versions import stored_version
 from fhir_server.search.indexer import index_entries
-from fhir_server.search.parser import parse_search
 from fhir_server.sip import episodes
 from fhir_server.sip.clock import local_moment
+from fhir_server.sip.resources import find_versions as find
 from fhir_server.sip.resources import reference, resource_of
-from fhir_server.storage.port import AccessFilter, ResourceVersion, UnitOfWork
+from fhir_server.storage.port import ResourceVersion, UnitOfWork
 
 OBLIGATION_TYPE = "http://sip-fhir.se/fhir/CodeSystem/sip-obligation-type"
 OBLIGATION_PROFILE = "http://sip-fhir.se/fhir/StructureDefinition/sip-obligation"
 BUSINESS_STATUS = "http://sip-fhir.se/fhir/CodeSystem/sip-obligation-status"
 LATE, OVERDUE = "late", "overdue"
 _STATUS_DISPLAY = {LATE: "Utförd efter tidsgränsen", OVERDUE: "Tidsgränsen passerad"}
-ALL = AccessFilter()
 _NAMESPACE = uuid.UUID("6f1d1c3e-2b8a-5d8e-9a51-5e1f0b5a7c11")
 
 DISPLAYS = {
@@ -200,17 +198,22 @@ async def cancel(uow: UnitOfWork, version: ResourceVersion, reason: str) -> None
     await put_task(uow, task, version)
 
 
-async def find(
-    uow: UnitOfWork, type: str, criteria: Iterable[tuple[str, str]]
-) -> list[ResourceVersion]:
-    """Current resources matching `criteria`, as this unit of work sees them."""
-    return await uow.find(parse_search(type, list(criteria)).query, ALL)
-
-
 async def open_tasks(uow: UnitOfWork, **criteria: str) -> list[ResourceVersion]:
-    """Requested obligations of one code matching Task search criteria."""
+    """Requested obligations (of one `code`, if given) matching Task search criteria.
+
+    The code is filtered here, not searched: the rules ask for one patient's or one stay's
+    open Tasks code by code, and one search per patient or stay, which the unit of work
+    remembers until a Task is written, answers them all."""
     pairs = [("status", "requested")]
     pairs += [(k.replace("_", "-"), v) for k, v in criteria.items() if k != "code"]
-    if "code" in criteria:
-        pairs.append(("code", f"{OBLIGATION_TYPE}|{criteria['code']}"))
-    return await find(uow, "Task", pairs)
+    found = await find(uow, "Task", pairs)
+    code = criteria.get("code")
+    return [v for v in found if code is None or code_of(resource_of(v)) == code]
+
+
+def code_of(task: dict[str, Any]) -> str | None:
+    """The obligation type of a Task, None for any other Task."""
+    for coding in (task.get("code") or {}).get("coding") or []:
+        if coding.get("system") == OBLIGATION_TYPE:
+            return str(coding.get("code"))
+    return None
