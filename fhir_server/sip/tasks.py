@@ -8,7 +8,7 @@ date) and opening checks `uow.current` first. Tasks are stored with `uow.put` di
 through `crud`, so writing a Task never runs the process rules again.
 
 `businessStatus` carries the deadline outcome, a coding of the local system
-`http://sip-fhir.se/fhir/CodeSystem/sip-obligation-status` (not yet published in profiles/):
+`http://sip-fhir.se/fhir/CodeSystem/sip-obligation-status` (profiles/):
 `late` (completed after the deadline) or `overdue` (still open past it, set by the sweep).
 A coding, not only text, so `business-status:not=…|overdue` can find the rest.
 """

@@ -190,6 +190,7 @@ class SqliteUnitOfWork:
         # The process rules ask the same questions for each entry of a bundle: a search's
         # answer stands until a put of a type it reads.
         self._found: dict[SearchQuery, list[ResourceVersion]] = {}
+        self._read: dict[tuple[str, str], ResourceVersion | None] = {}  # nobody else writes
 
     def check(self) -> None:
         """Past the deadline the transaction has held the write lock long enough: end it."""
@@ -218,7 +219,13 @@ class SqliteUnitOfWork:
             if version.id == id and version.type == type:
                 self.check()
                 return version
-        return await self._run(_current_row, type, id)  # type: ignore[no-any-return]
+        key = (type, id)
+        if key in self._read:
+            self.check()
+            return self._read[key]
+        found: ResourceVersion | None = await self._run(_current_row, type, id)
+        self._read[key] = found
+        return found
 
     async def find(self, query: SearchQuery, access: AccessFilter) -> list[ResourceVersion]:
         if not access.allows(query.type):
@@ -250,6 +257,7 @@ class SqliteUnitOfWork:
         self.check()
         v = version
         self._forget(v.type)
+        self._read.pop((v.type, v.id), None)
         self._pending.append((v, index_rows(v.type, v.id, () if v.deleted else index)))
 
     async def flush(self) -> None:
