@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -22,7 +23,7 @@ import pytest
 
 from fhir_server.api.app import create_app
 from fhir_server.config import MAPPINGS_DIR, PROFILES_DIR, Settings
-from fhir_server.sip.clock import Clock
+from fhir_server.sip.clock import STOCKHOLM, Clock, FixedClock
 from fhir_server.storage.port import Storage
 from tests.engines import ENGINES_RAN, make_storage
 
@@ -45,6 +46,18 @@ async def storage(engine: str, tmp_path: Path) -> AsyncIterator[Storage]:
 
 
 TEST_PROFILES = Path(__file__).parent / "profiles"
+
+
+@pytest.fixture
+def store(engine: str, tmp_path: Path) -> Storage:
+    """A storage of `engine`, not yet opened: the app's lifespan opens it."""
+    return make_storage(engine, tmp_path)
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    """Process time for the SIP tests: before the example case's first act (2 Nov 2026)."""
+    return FixedClock(datetime(2026, 11, 1, 9, 0, tzinfo=STOCKHOLM))
 
 
 @pytest.fixture

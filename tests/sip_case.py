@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from fhir_server.config import Settings
-from fhir_server.sip.clock import STOCKHOLM, FixedClock
+from fhir_server.sip.clock import FixedClock
 from fhir_server.storage.port import Storage
 from tests.conftest import app_client
 
@@ -48,11 +47,6 @@ MUNICIPALITY = "Organization/lulea-municipality"
 HOME_CARE = "Organization/lulea-home-care"
 WARD = "Organization/sunderby-medical-ward"
 ACTS = ("Task", "Communication", "Appointment", "CarePlan")  # what the tests send themselves
-
-
-def november_clock() -> FixedClock:
-    """Before the example case's first act (2 Nov 2026)."""
-    return FixedClock(datetime(2026, 11, 1, 9, 0, tzinfo=STOCKHOLM))
 
 
 @asynccontextmanager

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,7 +23,6 @@ from fhir_server.sip.clock import STOCKHOLM, FixedClock
 from fhir_server.sip.indicators import INDICATORS
 from fhir_server.sip.obligations import sweep
 from fhir_server.storage.port import Storage
-from tests.engines import make_storage
 from tests.sip_case import (
     HEALTH_CENTRE,
     HOME_CARE,
@@ -33,7 +31,6 @@ from tests.sip_case import (
     WARD,
     case_client,
     example,
-    november_clock,
     put,
 )
 
@@ -41,16 +38,6 @@ MEASURE = "http://sip-fhir.se/fhir/Measure"
 REGION = "Organization/region-norrbotten"
 NOVEMBER = {"periodStart": "2026-11-01", "periodEnd": "2026-11-30"}
 ADMISSION = "Communication/admission-notice"
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return november_clock()
-
-
-@pytest.fixture
-def store(engine: str, tmp_path: Path) -> Storage:
-    return make_storage(engine, tmp_path)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +19,6 @@ from fhir_server.sip.clock import STOCKHOLM, FixedClock
 from fhir_server.sip.obligations import sweep
 from fhir_server.storage.port import Storage
 from tests.conftest import app_client
-from tests.engines import make_storage
 from tests.sip_case import (
     HEALTH_CENTRE,
     HOME_CARE,
@@ -29,23 +27,12 @@ from tests.sip_case import (
     case_client,
     deadline,
     example,
-    november_clock,
     owners,
     put,
     tasks,
 )
 
 STATUS = "http://sip-fhir.se/fhir/CodeSystem/sip-obligation-status"
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return november_clock()
-
-
-@pytest.fixture
-def store(engine: str, tmp_path: Path) -> Storage:
-    return make_storage(engine, tmp_path)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +21,6 @@ from fhir_server.config import Settings
 from fhir_server.sip.clock import STOCKHOLM, FixedClock
 from fhir_server.sip.obligations import sweep
 from fhir_server.storage.port import Storage
-from tests.engines import make_storage
 from tests.sip_case import (
     HEALTH_CENTRE,
     MUNICIPALITY,
@@ -31,7 +29,6 @@ from tests.sip_case import (
     case_client,
     deadline,
     example,
-    november_clock,
     owners,
     put,
     tasks,
@@ -39,16 +36,6 @@ from tests.sip_case import (
 
 MESSAGE_TYPE = "http://sip-fhir.se/fhir/CodeSystem/sip-message-type"
 FOLLOW_UP_URL = "http://sip-fhir.se/fhir/StructureDefinition/sip-follow-up"
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return november_clock()
-
-
-@pytest.fixture
-def store(engine: str, tmp_path: Path) -> Storage:
-    return make_storage(engine, tmp_path)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +19,6 @@ from fhir_server.config import Settings
 from fhir_server.sip.clock import STOCKHOLM, FixedClock
 from fhir_server.sip.episodes import discharge_id, sip_id
 from fhir_server.storage.port import Storage
-from tests.engines import make_storage
 from tests.sip_case import (
     ACTS,
     HEALTH_CENTRE,
@@ -30,7 +28,6 @@ from tests.sip_case import (
     case_client,
     example,
     load_case,
-    november_clock,
     put,
 )
 
@@ -40,16 +37,6 @@ CLOSURE = f"{SIP}/StructureDefinition/sip-closure-reason"
 PROCESS = f"{SIP}/StructureDefinition/sip-process"
 STAY = "Encounter/inpatient-stay"
 EXAMPLE_PROCESS = "EpisodeOfCare/discharge-and-sip"
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return november_clock()
-
-
-@pytest.fixture
-def store(engine: str, tmp_path: Path) -> Storage:
-    return make_storage(engine, tmp_path)
 
 
 @pytest.fixture
