@@ -48,6 +48,8 @@ async def apply(
         await rules_plan.communication(uow, resource)
     elif type == "Encounter":
         await rules_discharge.encounter(uow, resource)
+    elif type == "QuestionnaireResponse":
+        await rules_discharge.planning_basis(uow, resource)
     elif type == "Appointment":
         await rules_invitations.meeting(uow, resource)
         await rules_plan.appointment(uow, resource)

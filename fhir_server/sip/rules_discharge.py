@@ -29,6 +29,7 @@ from typing import Any
 
 from fhir_server.sip import rules_care_contact, rules_follow_up, rules_invitations, rules_plan
 from fhir_server.sip.clock import Clock, next_cutoff
+from fhir_server.sip.planning_basis import is_planning_basis
 from fhir_server.sip.resources import CONSENT_KIND, MESSAGE_TYPE, codes
 from fhir_server.sip.rules_support import (
     complete_one,
@@ -42,7 +43,7 @@ from fhir_server.sip.rules_support import (
     ref,
     stay_needs,
 )
-from fhir_server.sip.tasks import Obligation, complete, find, open_task, open_tasks
+from fhir_server.sip.tasks import Obligation, cancel, complete, find, open_task, open_tasks
 from fhir_server.storage.port import UnitOfWork
 
 ADMISSION, READY, DISCHARGE = "inskrivningsmeddelande", "utskrivningsklar", "utskrivningsmeddelande"
@@ -146,6 +147,19 @@ async def _sip_due(uow: UnitOfWork, base: Obligation, recipients: list[str]) -> 
     for owner in await primary_care(uow, recipients):
         await open_task(uow, due(base, rules_plan.ESTABLISH, owner, left, end_of_day(left, 21)))
     await rules_plan.established_so_far(uow, base.patient, left)
+
+
+async def planning_basis(uow: UnitOfWork, response: dict[str, Any]) -> None:
+    """R-DIS-10: a planning basis that now says no SIP is needed, or only social services,
+    cancels the stay's open SIP invitation obligations."""
+    stay = ref(response.get("encounter"))
+    if not is_planning_basis(response) or stay is None:
+        return
+    needs = await stay_needs(uow, stay, response)
+    if needs.sip_needed is not False and not needs.only_social_services:
+        return
+    for version in await open_tasks(uow, code=rules_invitations.SIP_INVITATION, encounter=stay):
+        await cancel(uow, version, "Ingen SIP behövs enligt planeringsunderlaget")
 
 
 async def encounter(uow: UnitOfWork, stay: dict[str, Any]) -> None:

@@ -86,9 +86,12 @@ async def appointment(uow: UnitOfWork, meeting: dict[str, Any]) -> None:
 async def _documentation_due(
     uow: UnitOfWork, meeting: dict[str, Any], patient: str, end: datetime
 ) -> None:
-    """R-SIP-06, completed at once by a plan already made since the meeting ended."""
+    """R-SIP-06 for every organisation that took part (a participant who declined did not),
+    completed at once by a plan already made since the meeting ended."""
     this = f"Appointment/{meeting['id']}"
     for participant in meeting.get("participant") or []:
+        if participant.get("status") == "declined":
+            continue
         for extension in participant.get("extension") or []:
             owner = ref(extension.get("valueReference"))
             if extension.get("url") == PARTICIPANT_ORGANIZATION_URL and owner:

@@ -115,12 +115,18 @@ async def messages(uow: UnitOfWork, code: str, **criteria: str) -> list[dict[str
     return [resource_of(v) for v in await find(uow, "Communication", pairs)]
 
 
-async def stay_needs(uow: UnitOfWork, encounter: str | None) -> Needs:
-    """What the stay's newest planning basis says about the patient's needs."""
+async def stay_needs(
+    uow: UnitOfWork, encounter: str | None, written: dict[str, Any] | None = None
+) -> Needs:
+    """What the stay's newest planning basis says about the patient's needs (`written`: a
+    response about to be stored, counted with the stored ones)."""
     if encounter is None:
         return latest([])
     found = await find(uow, "QuestionnaireResponse", [("encounter", encounter)])
-    return latest([resource_of(v) for v in found])  # `latest` keeps the planning bases
+    responses = {v.id: resource_of(v) for v in found}
+    if written is not None:
+        responses[written["id"]] = written
+    return latest(list(responses.values()))  # `latest` keeps the planning bases
 
 
 def is_sip_plan(plan: dict[str, Any]) -> bool:

@@ -193,6 +193,26 @@ async def test_r_dis_10_no_invitation_obligation_without_sip_consent(
     assert len(await tasks(client, "kvittera-meddelande")) == 3
 
 
+async def test_r_dis_10_a_later_planning_basis_without_sip_need_cancels_the_invitation(
+    client: httpx.AsyncClient,
+) -> None:
+    """R-DIS-10: the invitation obligation opened at the ready-for-discharge notice is
+    cancelled when a newer planning basis says no SIP is needed; an older one does not."""
+    await put(client, example("Communication-ready-for-discharge"))
+    [opened] = await tasks(client, "skicka-sip-kallelse")
+    assert opened["status"] == "requested"
+    older = answered(example("QuestionnaireResponse-planning-basis"), {"sip-needed": False})
+    older |= {"id": "planning-basis-older", "authored": "2026-11-04T09:00:00+01:00"}
+    await put(client, older)
+    [still] = await tasks(client, "skicka-sip-kallelse")
+    assert still["status"] == "requested"
+    newer = older | {"id": "planning-basis-updated", "authored": "2026-11-09T11:00:00+01:00"}
+    await put(client, newer)
+    [cancelled] = await tasks(client, "skicka-sip-kallelse")
+    assert cancelled["status"] == "cancelled"
+    assert "planeringsunderlaget" in cancelled["statusReason"]["text"]
+
+
 async def test_r_dis_14_sip_within_21_days_of_discharge(client: httpx.AsyncClient) -> None:
     """R-DIS-14: discharged 10 Nov 13:30, the SIP is due by the end of 1 Dec, owned by the
     primary-care unit; the active SIP CarePlan made 17 Nov completes it."""
@@ -213,10 +233,11 @@ async def test_r_sip_06_each_participant_documents_within_3_days_of_the_meeting(
     client: httpx.AsyncClient,
 ) -> None:
     """R-SIP-06: the SIP meeting held (fulfilled, ended 17 Nov 15:00) obliges each
-    participating organisation to document the plan by the end of 20 Nov."""
+    participating organisation to document the plan by the end of 20 Nov; the ward, whose
+    physician declined, took no part and owes nothing."""
     await put(client, example("Appointment-sip-meeting"))
     found = owners(await tasks(client, "dokumentera-plan", status="requested"))
-    assert set(found) == {HEALTH_CENTRE, MUNICIPALITY, WARD}
+    assert set(found) == {HEALTH_CENTRE, MUNICIPALITY}
     assert {deadline(t) for t in found.values()} == {"2026-11-20T23:59:59+01:00"}
     listed = await tasks(client, "dokumentera-plan", owner=HEALTH_CENTRE, status="requested")
     assert [t["focus"]["reference"] for t in listed] == ["Appointment/sip-meeting"]
