@@ -24,6 +24,7 @@ from fhir_server.sip.indicators import BY_CODE, BY_MEASURE, INDICATORS, Indicato
 from .context import Context
 
 DEFAULT_DAYS = 30
+FIRST_YEAR, LAST_YEAR = 2, 9998  # date arithmetic on year 1 or 9999 would overflow
 DATE_RE = re.compile(r"([0-9]{4})(?:-(0[1-9]|1[0-2])(?:-(0[1-9]|[12][0-9]|3[01]))?)?")
 BODY_VALUES = {
     "periodStart": ("valueDate",),
@@ -109,6 +110,9 @@ def _date(text: str, location: str, *, last: bool) -> date:
         message = f"'{clipped(text)}' is not a date (YYYY-MM-DD, YYYY-MM or YYYY)"
         raise error(400, "invalid", message, location)
     year, month, day = int(match[1]), match[2], match[3]
+    if not FIRST_YEAR <= year <= LAST_YEAR:  # the period's ends move a day and a zone
+        message = f"'{clipped(text)}' is outside the years {FIRST_YEAR}-{LAST_YEAR}"
+        raise error(400, "invalid", message, location)
     try:
         if day is not None:
             return date(year, int(str(month)), int(day))

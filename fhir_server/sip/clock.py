@@ -41,14 +41,23 @@ class FixedClock:
 
 def local_moment(text: str) -> datetime | None:
     """A FHIR dateTime in Stockholm time; a date alone is that day's midnight there. None when
-    `text` is not a dateTime with a zone or a date (a time without a zone names no moment)."""
+    `text` is not a dateTime with a zone or a date (a time without a zone names no moment),
+    or lies outside the years the process can count in (a deadline weeks after year 9999
+    or a zone shift before year 1 has no datetime)."""
     try:
         if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), time(), STOCKHOLM)
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+            moment = datetime.combine(date.fromisoformat(text), time(), STOCKHOLM)
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                return None
+            moment = moment.astimezone(STOCKHOLM)
+    except (ValueError, OverflowError):
         return None
-    return moment.astimezone(STOCKHOLM) if moment.tzinfo is not None else None
+    return moment if FIRST_YEAR <= moment.year <= LAST_YEAR else None
+
+
+FIRST_YEAR, LAST_YEAR = 2, 9997
 
 
 @cache

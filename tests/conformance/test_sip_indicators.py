@@ -432,6 +432,8 @@ async def test_r_ind_01_every_indicator_by_default_over_the_last_30_days(
 @pytest.mark.parametrize(
     ("params", "expression"),
     [
+        ({"periodEnd": "9999"}, ["periodEnd"]),  # a day after it would overflow
+        ({"periodStart": "0001-01-01"}, ["periodStart"]),
         ({"periodStart": "2026-13-01"}, ["periodStart"]),
         ({"periodStart": "2026-11-31"}, ["periodStart"]),
         ({"periodEnd": "2026-11-30T12:00:00+01:00"}, ["periodEnd"]),

@@ -497,3 +497,21 @@ async def test_r_dis_14_no_sip_obligation_when_the_planning_basis_says_none_is_n
     await put(client, example("Communication-discharge-notice"))
     assert await tasks(client, "uppratta-sip") == []
     assert len(await tasks(client, "kvittera-meddelande")) == 3
+
+
+@pytest.mark.parametrize(
+    "when", ["9999-12-31T23:00:00+01:00", "0001-01-01T00:00:00+14:00", "0001-01-01"]
+)
+async def test_acts_dated_at_the_ends_of_the_calendar_open_nothing(
+    client: httpx.AsyncClient, when: str
+) -> None:
+    """A notice sent in year 9999 or year 1 names no moment the process can count from (its
+    deadline would lie outside the calendar): it is stored, opens no obligation, and the
+    stay's payment liability still answers."""
+    for name in ("Communication-admission-notice", "Communication-ready-for-discharge"):
+        notice = example(name)
+        notice["sent"] = notice["received"] = when
+        await put(client, notice)
+    assert await tasks(client, "kvittera-meddelande") == []
+    response = await client.get("/Encounter/inpatient-stay/$payment-liability")
+    assert response.status_code == 200, response.text
