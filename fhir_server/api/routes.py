@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -307,12 +307,17 @@ async def _validate(request: Request, id: str | None) -> Response:
     pretty = check_response_format(request)
     ctx = context(request)
     type = resource_type(request)
-    body: dict[str, object] = {}
-    if request.method == "POST":
-        body = await read_resource(request, ctx.settings.max_body_bytes)
+    body = await _operation_body(request, ctx) or {}
     resource, mode, profile = unpack(body, query_pairs(request))
     issues = await validate(ctx, type, id, resource, mode, profile)
     return json_response(operation_outcome(issues), 200, pretty=pretty)
+
+
+async def _operation_body(request: Request, ctx: Context) -> dict[str, Any] | None:
+    """An operation's body: read (size-capped) on POST; a GET has its parameters in the query."""
+    if request.method != "POST":
+        return None
+    return await read_resource(request, ctx.settings.max_body_bytes)
 
 
 async def translate_type(request: Request) -> Response:
@@ -327,10 +332,7 @@ async def _translate(request: Request, id: str | None) -> Response:
     """`$translate`: parameters in the query (GET) or a Parameters body (POST)."""
     pretty = check_response_format(request)
     ctx = context(request)
-    body = None
-    if request.method == "POST":
-        body = await read_resource(request, ctx.settings.max_body_bytes)
-    ask = read_request(ctx, query_pairs(request), body)
+    ask = read_request(ctx, query_pairs(request), await _operation_body(request, ctx))
     return json_response(await translate(ctx, ask, id), 200, pretty=pretty)
 
 
@@ -374,9 +376,7 @@ async def _indicators(request: Request, id: str | None) -> Response:
     """Parameters in the query (GET) or a Parameters body (POST, query too)."""
     pretty = check_response_format(request)
     ctx = context(request)
-    body = None
-    if request.method == "POST":
-        body = await read_resource(request, ctx.settings.max_body_bytes)
+    body = await _operation_body(request, ctx)
     ask = read_indicator_request(ctx, query_pairs(request), body)
     return json_response(await indicator_reports(ctx, ask, id), 200, pretty=pretty)
 

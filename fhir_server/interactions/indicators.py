@@ -25,6 +25,7 @@ from fhir_server.interactions import crud
 from fhir_server.interactions.bundles import bundle
 from fhir_server.interactions.context import Context
 from fhir_server.search.parser import parse_search
+from fhir_server.sip.clock import instant, moment
 from fhir_server.sip.indicators import (
     Case,
     Indicator,
@@ -33,7 +34,6 @@ from fhir_server.sip.indicators import (
     admission_case,
     continuous_report,
     discharge_observation,
-    moment,
     proportion_report,
     task_case,
 )
@@ -89,8 +89,8 @@ async def _task_cases(
     """The indicator's obligation Tasks due in the period (of `owner`, when given)."""
     criteria = [
         ("code", f"{OBLIGATION_TYPE}|{indicator.obligation}"),
-        ("deadline", f"ge{_instant(period.begins)}"),
-        ("deadline", f"lt{_instant(period.ends_before)}"),
+        ("deadline", f"ge{instant(period.begins)}"),
+        ("deadline", f"lt{instant(period.ends_before)}"),
     ]
     if indicator.focus_message is not None:
         category = f"{MESSAGE_TYPE}|{indicator.focus_message}"
@@ -124,8 +124,8 @@ class _Stays:
         if self._loaded is None:
             begins = self.period.begins - timedelta(hours=24)
             criteria = [
-                ("date", f"ge{_instant(begins)}"),
-                ("date", f"lt{_instant(self.period.ends_before)}"),
+                ("date", f"ge{instant(begins)}"),
+                ("date", f"lt{instant(self.period.ends_before)}"),
             ]
             stays = await every(self.ctx, "Encounter", criteria)
             notices = await _notices(self.ctx, [f"Encounter/{s['id']}" for s in stays])
@@ -208,10 +208,6 @@ def _first_sent(notices: list[dict[str, Any]], kind: str) -> datetime | None:
 def _chunks(items: list[str]) -> Iterable[list[str]]:
     for i in range(0, len(items), CHUNK):
         yield items[i : i + CHUNK]
-
-
-def _instant(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds")
 
 
 async def every(ctx: Context, type: str, criteria: list[tuple[str, str]]) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from fhir_server.interactions import crud
 from fhir_server.interactions.context import Context
 from fhir_server.search.parser import parse_search
 from fhir_server.sip.agreements import agreement
-from fhir_server.sip.clock import local_moment
+from fhir_server.sip.clock import moment
 from fhir_server.sip.liability import Liability, Period, StayFacts, payment_liability
 from fhir_server.sip.planning_basis import QUESTIONNAIRE, latest
 from fhir_server.sip.resources import MESSAGE_TYPE, PRINCIPAL_TYPE, SIP, codes, resource_of
@@ -29,7 +29,7 @@ AWAITING_OUTPATIENT_CARE_URL = f"{SIP}/StructureDefinition/sip-awaiting-outpatie
 async def liability_of_stay(ctx: Context, encounter_id: str) -> dict[str, Any]:
     encounter = resource_of(await crud.read(ctx, "Encounter", encounter_id))
     terms = agreement(ctx.settings.payment_agreement)
-    end = local_moment(str((encounter.get("period") or {}).get("end") or ""))
+    end = moment((encounter.get("period") or {}).get("end"))
     facts = StayFacts(
         await _first_to_municipality(ctx, encounter_id, "inskrivningsmeddelande"),
         await _first_to_municipality(ctx, encounter_id, "utskrivningsklar"),
@@ -53,7 +53,7 @@ async def _first_to_municipality(ctx: Context, encounter_id: str, code: str) -> 
     page = await ctx.storage.search(parse_search("Communication", criteria).query, ctx.access)
     for version in page.items:
         notice = resource_of(version)
-        sent = local_moment(str(notice.get("sent") or ""))
+        sent = moment(notice.get("sent"))
         if sent is not None and await _reaches_municipality(ctx, notice):
             return sent
     return None
@@ -96,8 +96,8 @@ def _awaiting_outpatient_care(encounter: dict[str, Any]) -> tuple[Period, ...]:
 
 
 def _day(value: Any) -> date | None:
-    moment = local_moment(value) if isinstance(value, str) else None
-    return moment.date() if moment is not None else None
+    found = moment(value)
+    return found.date() if found is not None else None
 
 
 def _sek(amount: int) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import cache
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -58,6 +58,16 @@ def local_moment(text: str) -> datetime | None:
 
 
 FIRST_YEAR, LAST_YEAR = 2, 9997
+
+
+def moment(value: Any) -> datetime | None:
+    """`local_moment` of a value read from a resource; anything but a string is None."""
+    return local_moment(value) if isinstance(value, str) else None
+
+
+def instant(moment: datetime) -> str:
+    """A moment as a FHIR instant, to the second, with its offset."""
+    return moment.isoformat(timespec="seconds")
 
 
 @cache

@@ -16,20 +16,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from fhir_server.sip.clock import local_moment
+from fhir_server.sip.clock import instant, moment
 from fhir_server.sip.episodes import (
     SIP_PROCESS,
     find,
     finish,
-    instant,
     open_processes,
     put,
     reason,
     with_reason,
 )
-from fhir_server.sip.process_state import discharge_open, is_deceased, sip_consents
-from fhir_server.sip.resources import CONSENT_KIND, PLAN_TYPE, codes, local_id, resource_of
-from fhir_server.sip.tasks import OBLIGATION_TYPE, cancel, open_tasks
+from fhir_server.sip.process_state import discharge_open, sip_consents
+from fhir_server.sip.resources import (
+    CONSENT_KIND,
+    PLAN_TYPE,
+    codes,
+    is_deceased,
+    local_id,
+    resource_of,
+)
+from fhir_server.sip.tasks import cancel, obligation_codes, open_tasks
 from fhir_server.storage.port import ResourceVersion, UnitOfWork
 
 if TYPE_CHECKING:
@@ -72,14 +78,14 @@ async def on_death(ctx: Context, uow: UnitOfWork, patient: str, person: dict[str
     `deceasedBoolean` the clock's now, the only time known); their open obligations are
     cancelled."""
     died = person.get("deceasedDateTime")
-    at = (local_moment(died) if isinstance(died, str) else None) or ctx.clock.now()
+    at = moment(died) or ctx.clock.now()
     why = reason("avliden")
     for process in await open_processes(uow, patient):
         await finish(uow, process, at, why)
     for plan in await _open_plans(uow, patient):
         await revoke(uow, plan, why, at)
     for task in await open_tasks(uow, patient=patient):
-        if _obligations(resource_of(task)):
+        if obligation_codes(resource_of(task)):
             await cancel(uow, task, "Avliden")
 
 
@@ -102,7 +108,7 @@ async def on_withdrawal(ctx: Context, uow: UnitOfWork, patient: str, consent: st
     for task in await open_tasks(uow, patient=patient):
         resource = resource_of(task)
         focus = (resource.get("focus") or {}).get("reference")
-        obligation = _obligations(resource)
+        obligation = obligation_codes(resource)
         if obligation and (focus in closed or obligation & SIP_OBLIGATIONS):
             await cancel(uow, task, "Samtycke återkallat")
 
@@ -120,18 +126,9 @@ async def revoke(
     plan = with_reason(resource_of(version), why)
     plan["status"] = "revoked"
     period = dict(plan.get("period") or {})
-    start, end = (_moment(period.get(k)) for k in ("start", "end"))
+    start, end = (moment(period.get(k)) for k in ("start", "end"))
     if (end is None or end > at) and (start is None or start <= at):
         as_date = len(str(period.get("start", ""))) == 10  # the precision of the timeline
         period["end"] = at.date().isoformat() if as_date else instant(at)
         plan["period"] = period
     await put(uow, plan, version)
-
-
-def _moment(value: Any) -> datetime | None:
-    return local_moment(value) if isinstance(value, str) else None
-
-
-def _obligations(task: dict[str, Any]) -> set[str]:
-    """The obligation codes (sip-obligation-type) of a Task: none for other Tasks."""
-    return codes(task.get("code"), OBLIGATION_TYPE)

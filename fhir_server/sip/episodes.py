@@ -21,7 +21,7 @@ from typing import Any
 
 from fhir_server.interactions.versions import deleted_version, stored_version
 from fhir_server.search.indexer import index_entries
-from fhir_server.sip.clock import local_moment
+from fhir_server.sip.clock import instant, moment
 from fhir_server.sip.resources import (
     CLOSURE_REASON,
     CLOSURE_REASON_URL,
@@ -29,6 +29,7 @@ from fhir_server.sip.resources import (
     PLAN_TYPE,
     SIP,
     codes,
+    coding,
     current,
     local_id,
     reference,
@@ -47,12 +48,6 @@ PROCESS_URL = f"{SIP}/StructureDefinition/sip-process"
 OBLIGATION_TYPES = f"{SIP}/ValueSet/sip-obligation-type"
 OPEN = ("planned", "waitlist", "active", "onhold")
 CLOSED = ("finished", "cancelled")
-REASON_DISPLAY = {
-    "mal-uppfyllda": "Mål uppfyllda",
-    "samtycke-aterkallat": "Samtycke återkallat",
-    "avliden": "Avliden",
-    "annan": "Annan orsak",
-}
 _NAMESPACE = uuid.UUID("2c0f6a52-8d3e-5b7a-9f41-3e7d0c9b1a64")
 
 
@@ -88,10 +83,6 @@ def sip_id(patient: str) -> str:
 
 def kinds(episode: dict[str, Any]) -> set[str]:
     return codes(episode.get("type"), PLAN_TYPE) & {DISCHARGE, SIP_PROCESS}
-
-
-def instant(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds")
 
 
 async def stored(uow: UnitOfWork, id: str | None) -> Process | None:
@@ -180,7 +171,7 @@ def new_process(
     participants: Iterable[str] = (),
 ) -> dict[str, Any]:
     """A process the server opens at `start`, managed by `manager` (an Organization)."""
-    coding = {"system": PLAN_TYPE, "code": kind, "display": KIND_DISPLAY[kind]}
+    kind_coding = {"system": PLAN_TYPE, "code": kind, "display": KIND_DISPLAY[kind]}
     episode: dict[str, Any] = {
         "resourceType": "EpisodeOfCare",
         "id": id,
@@ -195,7 +186,7 @@ def new_process(
     return episode | {
         "status": "active",
         "statusHistory": [{"status": "active", "period": {"start": instant(start)}}],
-        "type": [{"coding": [coding], "text": KIND_DISPLAY[kind]}],
+        "type": [{"coding": [kind_coding], "text": KIND_DISPLAY[kind]}],
         "patient": {"reference": patient},
         "managingOrganization": {"reference": manager},
         "period": {"start": instant(start)},
@@ -209,7 +200,7 @@ def moved(episode: dict[str, Any], status: str, at: datetime) -> dict[str, Any]:
     history = [dict(entry) for entry in episode.get("statusHistory") or []]
     starts = [(episode.get("period") or {}).get("start")]
     starts += [(entry.get("period") or {}).get("start") for entry in history]
-    floor = [m for m in (local_moment(s) for s in starts if isinstance(s, str)) if m]
+    floor = [m for m in map(moment, starts) if m]
     when = instant(max([at, *floor]))
     for entry in history:
         period = entry.get("period") or {}
@@ -226,8 +217,7 @@ def moved(episode: dict[str, Any], status: str, at: datetime) -> dict[str, Any]:
 
 def reason(code: str) -> dict[str, Any]:
     """A closure reason (sip-plan-closure-reason) as the CodeableConcept of sip-closure-reason."""
-    coding = {"system": CLOSURE_REASON, "code": code, "display": REASON_DISPLAY[code]}
-    return {"coding": [coding]}
+    return {"coding": [coding(CLOSURE_REASON, code)]}
 
 
 def with_reason(resource: dict[str, Any], concept: dict[str, Any] | None) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.sip.gate_plan import consented
-from fhir_server.sip.resources import PLAN_TYPE, find
+from fhir_server.sip.resources import PLAN_TYPE, find, is_deceased
 from fhir_server.storage.port import ResourceVersion, UnitOfWork
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 async def check_person(
     ctx: Context, uow: UnitOfWork, version: ResourceVersion, patient: dict[str, Any]
 ) -> None:
-    if patient.get("deceasedBoolean") is True or "deceasedDateTime" in patient:
+    if is_deceased(patient):
         return  # R-DIS-13: a death is always recorded; its closure revokes the person's SIPs
     plans = await find(
         ctx, uow, "CarePlan",

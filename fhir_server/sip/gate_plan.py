@@ -14,10 +14,10 @@ from fhir_server.sip.resources import (
     CLOSURE_REASON_URL,
     CONSENT_KIND,
     PARTICIPATING_ORGANIZATION_URL,
-    PLAN_TYPE,
-    codes,
+    PLAN_CLOSED,
     current,
     find,
+    is_sip_plan,
     local_id,
     reference,
     refused,
@@ -29,12 +29,7 @@ from fhir_server.storage.port import ResourceVersion, UnitOfWork
 if TYPE_CHECKING:
     from fhir_server.interactions.context import Context
 
-CLOSED = frozenset({"completed", "revoked"})
 ADULT_AGE = 18
-
-
-def is_sip_plan(plan: dict[str, Any]) -> bool:
-    return "SIP" in codes(plan.get("category"), PLAN_TYPE)
 
 
 async def check_plan(
@@ -46,7 +41,7 @@ async def check_plan(
     if status == "active":
         await consent_to_plan(ctx, uow, plan)
         await responsible_units_take_part(uow, plan)
-    elif status in CLOSED:
+    elif status in PLAN_CLOSED:
         await closed_by_coordinator(uow, version, plan)
 
 
@@ -57,7 +52,7 @@ async def closed_by_the_server(uow: UnitOfWork, version: ResourceVersion) -> boo
     latest = await uow.current("CarePlan", version.id)
     if latest is None or latest.deleted or latest.version <= version.version:
         return False
-    return resource_of(latest).get("status") in CLOSED
+    return resource_of(latest).get("status") in PLAN_CLOSED
 
 
 # -- R-SIP-01 ------------------------------------------------------------------------------
@@ -139,7 +134,7 @@ async def closed_by_coordinator(
     On death (reason `avliden`) anyone who learns of it may close the plan. A plan stored
     closed at once (an import) or rewritten once closed is not "moved"."""
     previous = await current(uow, "CarePlan", version.id)
-    if previous is None or previous.get("status") in CLOSED:
+    if previous is None or previous.get("status") in PLAN_CLOSED:
         return
     reasons = [e for e in plan.get("extension") or [] if e.get("url") == CLOSURE_REASON_URL]
     if "avliden" in {c for e in reasons for c in reason_codes(e)}:

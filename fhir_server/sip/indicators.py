@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
-from fhir_server.sip.clock import STOCKHOLM, local_moment
+from fhir_server.sip.clock import STOCKHOLM, moment
 
 MEASURE_BASE = "http://sip-fhir.se/fhir/Measure"
 POPULATION = "http://terminology.hl7.org/CodeSystem/measure-population"
@@ -133,10 +133,6 @@ class Observation:
 
     reference: str
     days: int
-
-
-def moment(value: Any) -> datetime | None:
-    return local_moment(value) if isinstance(value, str) else None
 
 
 def task_case(task: dict[str, Any]) -> Case | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fhir_server.sip.clock import local_moment
+from fhir_server.sip.clock import moment
 from fhir_server.sip.episodes import (
     DISCHARGE,
     OPEN,
@@ -39,13 +39,16 @@ from fhir_server.sip.resources import (
     MEETING_PURPOSE,
     MESSAGE_TYPE,
     PARTICIPANT_ORGANIZATION_URL,
+    PLAN_CLOSED,
     PLAN_TYPE,
     codes,
     current,
+    is_deceased,
     local_id,
     reference,
     resource_of,
 )
+from fhir_server.sip.rules_support import unit_of
 from fhir_server.storage.port import ResourceVersion, UnitOfWork
 
 if TYPE_CHECKING:
@@ -54,7 +57,6 @@ if TYPE_CHECKING:
     from fhir_server.interactions.context import Context
 
 PLANNING = ("draft", "active", "on-hold")  # a SIP plan that keeps its process open
-PLAN_CLOSED = ("completed", "revoked")
 NOT_HELD = ("cancelled", "entered-in-error", "noshow")
 
 
@@ -80,10 +82,6 @@ def _ref(value: Any, type: str) -> str | None:
     return f"{type}/{id}" if id else None
 
 
-def _moment(value: Any) -> datetime | None:
-    return local_moment(value) if isinstance(value, str) else None
-
-
 # -- the discharge process ------------------------------------------------------------------
 
 
@@ -92,17 +90,17 @@ async def _message(ctx: Context, uow: UnitOfWork, comm: dict[str, Any]) -> None:
         return
     kinds = codes(comm.get("category"), MESSAGE_TYPE)
     patient, stay = _ref(comm.get("subject"), "Patient"), _ref(comm.get("encounter"), "Encounter")
-    sender, sent = reference(comm.get("sender")), _moment(comm.get("sent"))
+    sender, sent = reference(comm.get("sender")), moment(comm.get("sent"))
     if patient is None or sent is None:
         return
-    ward = await organization_of(uow, sender) if "inskrivningsmeddelande" in kinds else None
+    ward = await unit_of(uow, sender) if "inskrivningsmeddelande" in kinds else None
     if ward and stay:
         recipients = [_ref(r, "Organization") for r in comm.get("recipient") or []]
         await admitted(uow, stay, patient, ward, sent, [r for r in recipients if r])
     if "utskrivningsmeddelande" in kinds and stay:
         await discharged(uow, stay, sent)
     if "sip-behov" in kinds:  # R-SIP-02, R-SIP-03: who noticed the need coordinates
-        manager = await organization_of(uow, sender)
+        manager = await unit_of(uow, sender)
         await sip_planned(uow, patient, manager, sent, comm.get("about"))
 
 
@@ -147,7 +145,7 @@ async def _stay(uow: UnitOfWork, encounter: dict[str, Any]) -> None:
         return
     await retire(uow, duplicate, named.ref)
     notices = await _notices(uow, stay, "utskrivningsmeddelande")
-    sent = min(filter(None, (_moment(n.get("sent")) for n in notices)), default=None)
+    sent = min(filter(None, (moment(n.get("sent")) for n in notices)), default=None)
     if sent is not None:
         await discharged(uow, stay, sent, named)
 
@@ -207,7 +205,7 @@ async def _meeting(ctx: Context, uow: UnitOfWork, meeting: dict[str, Any]) -> No
         if e.get("url") == PARTICIPANT_ORGANIZATION_URL
     ]
     manager = next(filter(None, represented), None)
-    at = _moment(meeting.get("created")) or ctx.clock.now()
+    at = moment(meeting.get("created")) or ctx.clock.now()
     await sip_planned(uow, patient, manager, at, meeting.get("supportingInformation"))
 
 
@@ -222,8 +220,8 @@ async def _plan(ctx: Context, uow: UnitOfWork, plan: dict[str, Any]) -> None:
         return
     status = plan.get("status")
     if status in PLANNING:
-        made = _moment(plan.get("created")) or _moment((plan.get("period") or {}).get("start"))
-        manager = await organization_of(uow, reference(plan.get("author")))
+        made = moment(plan.get("created")) or moment((plan.get("period") or {}).get("start"))
+        manager = await unit_of(uow, reference(plan.get("author")))
         made = made or ctx.clock.now()
         await sip_planned(uow, patient, manager, made, plan.get("supportingInfo"))
     elif status in PLAN_CLOSED:
@@ -246,7 +244,7 @@ async def sip_planned(
     if await deceased(uow, patient):
         return
     if found is not None:
-        ended = _moment((found.episode.get("period") or {}).get("end"))
+        ended = moment((found.episode.get("period") or {}).get("end"))
         if ended is not None and at > ended:
             await activate(uow, found, at)
         return
@@ -285,22 +283,7 @@ async def _open_plans(uow: UnitOfWork, patient: str, leaving: str) -> list[Resou
     return [v for v in await find(uow, "CarePlan", pairs) if v.id != leaving]
 
 
-async def organization_of(uow: UnitOfWork, actor: str | None) -> str | None:
-    """The Organization an actor stands for: itself, or a PractitionerRole's organisation."""
-    if actor is None:
-        return None
-    if actor.startswith("Organization/"):
-        return actor
-    type, _, id = actor.partition("/")
-    role = await current(uow, type, id) if type == "PractitionerRole" else None
-    return _ref((role or {}).get("organization"), "Organization")
-
-
 async def deceased(uow: UnitOfWork, patient: str) -> bool:
     """Whether the stored Patient died: no process is opened for them any more (R-DIS-13)."""
     person = await current(uow, "Patient", patient.partition("/")[2])
     return is_deceased(person or {})
-
-
-def is_deceased(patient: dict[str, Any]) -> bool:
-    return patient.get("deceasedBoolean") is True or "deceasedDateTime" in patient

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from fhir_server.config import PROFILES_DIR
 from fhir_server.errors import FhirError, error
 from fhir_server.search.parser import parse_search
 from fhir_server.search.query import SearchQuery
@@ -33,6 +34,31 @@ ESTIMATED_DISCHARGE_URL = f"{SIP}/StructureDefinition/sip-estimated-discharge-da
 PARTICIPANT_ORGANIZATION_URL = f"{SIP}/StructureDefinition/sip-participant-organization"
 PARTICIPATING_ORGANIZATION_URL = f"{SIP}/StructureDefinition/sip-participating-organization"
 ALL = AccessFilter()  # the server's own reads for the process rules
+PLAN_CLOSED = frozenset({"completed", "revoked"})  # a CarePlan's closed statuses (R-SIP-10)
+
+
+def is_sip_plan(plan: dict[str, Any]) -> bool:
+    return "SIP" in codes(plan.get("category"), PLAN_TYPE)
+
+
+def is_deceased(patient: dict[str, Any]) -> bool:
+    """Whether a Patient is recorded as dead (R-DIS-13)."""
+    return patient.get("deceasedBoolean") is True or "deceasedDateTime" in patient
+
+
+def coding(system: str, code: str) -> dict[str, str]:
+    """A Coding of one of the SIP's own code systems, its display as `profiles/` has it."""
+    return {"system": system, "code": code, "display": _displays(system)[code]}
+
+
+@cache
+def _displays(system: str) -> dict[str, str]:
+    """The displays of the CodeSystem at `system`, read once from `profiles/`."""
+    for path in sorted(PROFILES_DIR.glob("CodeSystem-*.json")):
+        found = orjson.loads(path.read_bytes())
+        if found.get("url") == system:
+            return {c["code"]: c["display"] for c in found.get("concept") or []}
+    raise LookupError(f"no CodeSystem {system} in {PROFILES_DIR}")
 
 
 def refused(rule: str, message: str, expression: str) -> FhirError:

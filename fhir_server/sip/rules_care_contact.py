@@ -19,9 +19,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fhir_server.sip.clock import Clock
+from fhir_server.sip.clock import Clock, moment
 from fhir_server.sip.resources import ESTIMATED_DISCHARGE_URL, resource_of
-from fhir_server.sip.rules_support import due, end_of_day, moment, read, ref
+from fhir_server.sip.rules_support import due, end_of_day, read, ref
 from fhir_server.sip.tasks import Obligation, complete, find, move, open_task, open_tasks, task_id
 from fhir_server.storage.port import UnitOfWork
 

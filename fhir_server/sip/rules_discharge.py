@@ -28,7 +28,7 @@ from datetime import datetime, time
 from typing import Any
 
 from fhir_server.sip import rules_care_contact, rules_follow_up, rules_invitations, rules_plan
-from fhir_server.sip.clock import Clock, next_cutoff
+from fhir_server.sip.clock import Clock, moment, next_cutoff
 from fhir_server.sip.planning_basis import is_planning_basis
 from fhir_server.sip.resources import CONSENT_KIND, MESSAGE_TYPE, codes
 from fhir_server.sip.rules_support import (
@@ -37,7 +37,6 @@ from fhir_server.sip.rules_support import (
     end_of_day,
     hours_after,
     messages,
-    moment,
     primary_care,
     read,
     ref,

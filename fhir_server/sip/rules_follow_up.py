@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from fhir_server.sip import rules_invitations
-from fhir_server.sip.clock import Clock
+from fhir_server.sip.clock import Clock, moment
 from fhir_server.sip.resources import resource_of
 from fhir_server.sip.rules_support import (
     due,
@@ -37,7 +37,6 @@ from fhir_server.sip.rules_support import (
     end_of_day_a_year_after,
     end_of_working_day,
     follow_up,
-    moment,
     patient_of,
     plan_made,
     purposes,

@@ -16,8 +16,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from fhir_server.sip.clock import moment
 from fhir_server.sip.resources import MESSAGE_TYPE, codes, resource_of
-from fhir_server.sip.rules_support import messages, moment, patient_of, purposes, read, ref
+from fhir_server.sip.rules_support import messages, patient_of, purposes, read, ref
 from fhir_server.sip.tasks import complete, find, open_tasks
 from fhir_server.storage.port import UnitOfWork
 

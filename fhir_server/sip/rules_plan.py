@@ -21,19 +21,19 @@ from datetime import datetime
 from typing import Any
 
 from fhir_server.sip import rules_follow_up, rules_invitations
-from fhir_server.sip.clock import Clock
+from fhir_server.sip.clock import Clock, moment
 from fhir_server.sip.resources import (
     MESSAGE_TYPE,
     PARTICIPANT_ORGANIZATION_URL,
+    PLAN_CLOSED,
     codes,
     current,
+    is_sip_plan,
     resource_of,
 )
 from fhir_server.sip.rules_support import (
     end_of_day,
     end_of_working_day,
-    is_sip_plan,
-    moment,
     patient_of,
     plan_made,
     purposes,
@@ -49,7 +49,6 @@ DOCUMENT = "dokumentera-plan"
 ESTABLISH = "uppratta-sip"
 PLAN_LABEL = "Samordnad individuell plan"
 DOCUMENTED = ("draft", "active")  # a plan being written down, or in force
-CLOSED = frozenset({"completed", "revoked"})
 
 
 async def communication(uow: UnitOfWork, comm: dict[str, Any]) -> None:
@@ -115,7 +114,7 @@ async def care_plan(uow: UnitOfWork, plan: dict[str, Any], clock: Clock) -> None
     if plan.get("status") == "active":
         await _established(uow, plan)
         await rules_follow_up.plan_written(uow, plan, previous, clock)
-    elif plan.get("status") in CLOSED:
+    elif plan.get("status") in PLAN_CLOSED:
         await rules_follow_up.plan_closed(uow, f"CarePlan/{plan['id']}")
 
 

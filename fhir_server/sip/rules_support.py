@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from fhir_server.sip.clock import STOCKHOLM, add_working_days, local_moment
+from fhir_server.sip.clock import STOCKHOLM, add_working_days, moment
 from fhir_server.sip.planning_basis import Needs, latest
 from fhir_server.sip.resources import (
     MEETING_PURPOSE,
@@ -40,10 +40,6 @@ def ref(value: Any) -> str | None:
     """A `Type/id` reference as written, else None."""
     found = reference(value)
     return found if found is not None and "/" in found else None
-
-
-def moment(value: Any) -> datetime | None:
-    return local_moment(value) if isinstance(value, str) else None
 
 
 def hours_after(start: datetime, hours: int) -> datetime:
@@ -127,10 +123,6 @@ async def stay_needs(
     if written is not None:
         responses[written["id"]] = written
     return latest(list(responses.values()))  # `latest` keeps the planning bases
-
-
-def is_sip_plan(plan: dict[str, Any]) -> bool:
-    return "SIP" in codes(plan.get("category"), PLAN_TYPE)
 
 
 def plan_made(plan: dict[str, Any]) -> datetime | None:

@@ -23,29 +23,17 @@ from typing import Any
 from fhir_server.interactions.versions import stored_version
 from fhir_server.search.indexer import index_entries
 from fhir_server.sip import episodes
-from fhir_server.sip.clock import local_moment
+from fhir_server.sip.clock import instant, local_moment
+from fhir_server.sip.resources import codes, coding, reference, resource_of
 from fhir_server.sip.resources import find_versions as find
-from fhir_server.sip.resources import reference, resource_of
 from fhir_server.storage.port import ResourceVersion, UnitOfWork
 
 OBLIGATION_TYPE = "http://sip-fhir.se/fhir/CodeSystem/sip-obligation-type"
 OBLIGATION_PROFILE = "http://sip-fhir.se/fhir/StructureDefinition/sip-obligation"
 BUSINESS_STATUS = "http://sip-fhir.se/fhir/CodeSystem/sip-obligation-status"
 LATE, OVERDUE = "late", "overdue"
-_STATUS_DISPLAY = {LATE: "Utförd efter tidsgränsen", OVERDUE: "Tidsgränsen passerad"}
 _NAMESPACE = uuid.UUID("6f1d1c3e-2b8a-5d8e-9a51-5e1f0b5a7c11")
 
-DISPLAYS = {
-    "kvittera-meddelande": "Kvittera meddelande",
-    "fylla-i-planeringsunderlag": "Fylla i planeringsunderlag",
-    "skicka-sip-kallelse": "Skicka kallelse till SIP-möte",
-    "uppratta-sip": "Upprätta SIP",
-    "dokumentera-plan": "Dokumentera planen",
-    "utse-fast-vardkontakt": "Utse fast vårdkontakt",
-    "skicka-utskrivningsmeddelande": "Skicka utskrivningsmeddelande",
-    "folja-upp-plan": "Följa upp planen",
-    "skicka-uppfoljningskallelse": "Skicka kallelse till uppföljning",
-}
 FOLLOW_UP_DATE = "Uppföljningsdatum"  # Task.input: the follow-up date an obligation is for
 
 
@@ -66,17 +54,12 @@ class Obligation:
 
 
 def business_status(code: str) -> dict[str, Any]:
-    coding = {"system": BUSINESS_STATUS, "code": code, "display": _STATUS_DISPLAY[code]}
-    return {"coding": [coding], "text": code}
+    return {"coding": [coding(BUSINESS_STATUS, code)], "text": code}
 
 
 def task_id(focus: str, code: str, owner: str, key: str = "") -> str:
     name = f"{focus}|{code}|{owner}" + (f"|{key}" if key else "")
     return str(uuid.uuid5(_NAMESPACE, name))
-
-
-def _instant(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds")
 
 
 def task_resource(obligation: Obligation, id: str) -> dict[str, Any]:
@@ -87,14 +70,12 @@ def task_resource(obligation: Obligation, id: str) -> dict[str, Any]:
         "meta": {"profile": [OBLIGATION_PROFILE]},
         "status": "requested",
         "intent": "order",
-        "code": {
-            "coding": [{"system": OBLIGATION_TYPE, "code": o.code, "display": DISPLAYS[o.code]}]
-        },
+        "code": {"coding": [coding(OBLIGATION_TYPE, o.code)]},
         "focus": {"reference": o.focus},
         "for": {"reference": o.patient},
-        "authoredOn": _instant(o.start),
+        "authoredOn": instant(o.start),
         "owner": {"reference": o.owner},
-        "restriction": {"period": {"start": _instant(o.start), "end": _instant(o.deadline)}},
+        "restriction": {"period": {"start": instant(o.start), "end": instant(o.deadline)}},
     }
     if o.encounter:
         task["encounter"] = {"reference": o.encounter}
@@ -151,7 +132,7 @@ async def complete(
         return
     task.pop("meta", None)
     task["status"] = "completed"
-    task["executionPeriod"] = {"start": task.get("authoredOn"), "end": _instant(done)}
+    task["executionPeriod"] = {"start": task.get("authoredOn"), "end": instant(done)}
     task["output"] = [{"type": {"text": label}, "valueReference": {"reference": output}}]
     task.pop("businessStatus", None)
     deadline = deadline_of(task)
@@ -179,7 +160,7 @@ async def move(
     if before == (deadline, after_owner, after_follow_up):
         return
     task.pop("meta", None)
-    task["restriction"] = {"period": {**task["restriction"]["period"], "end": _instant(deadline)}}
+    task["restriction"] = {"period": {**task["restriction"]["period"], "end": instant(deadline)}}
     if after_owner:
         task["owner"] = {"reference": after_owner}
     if after_follow_up:
@@ -208,12 +189,9 @@ async def open_tasks(uow: UnitOfWork, **criteria: str) -> list[ResourceVersion]:
     pairs += [(k.replace("_", "-"), v) for k, v in criteria.items() if k != "code"]
     found = await find(uow, "Task", pairs)
     code = criteria.get("code")
-    return [v for v in found if code is None or code_of(resource_of(v)) == code]
+    return [v for v in found if code is None or code in obligation_codes(resource_of(v))]
 
 
-def code_of(task: dict[str, Any]) -> str | None:
-    """The obligation type of a Task, None for any other Task."""
-    for coding in (task.get("code") or {}).get("coding") or []:
-        if coding.get("system") == OBLIGATION_TYPE:
-            return str(coding.get("code"))
-    return None
+def obligation_codes(task: dict[str, Any]) -> set[str]:
+    """The obligation types (sip-obligation-type) of a Task: none for any other Task."""
+    return codes(task.get("code"), OBLIGATION_TYPE)
