@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from fhir_server.config import Settings
 from fhir_server.sip.clock import FixedClock
@@ -59,6 +60,16 @@ async def case_client(
     async with app_client(settings, store, clock) as http:
         if leave_out is not None:
             await load_case(http, leave_out=leave_out)
+        yield http
+
+
+@pytest.fixture(name="client")
+async def case_without_acts(
+    store: Storage, settings: Settings, clock: FixedClock
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The case without its Tasks, Communications, meetings and plan: the tests send those.
+    A test module that imports it has it as its `client` fixture."""
+    async with case_client(store, settings, clock) as http:
         yield http
 
 

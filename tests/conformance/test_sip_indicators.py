@@ -10,7 +10,6 @@ median days from ready-for-discharge to discharge.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +17,6 @@ import httpx
 import pytest
 
 from fhir_server.api.metadata import OPERATIONS
-from fhir_server.config import Settings
 from fhir_server.sip.clock import STOCKHOLM, FixedClock
 from fhir_server.sip.indicators import INDICATORS
 from fhir_server.sip.obligations import sweep
@@ -29,7 +27,7 @@ from tests.sip_case import (
     MUNICIPALITY,
     OBLIGATION,
     WARD,
-    case_client,
+    case_without_acts,  # noqa: F401 (the `client` fixture)
     example,
     put,
 )
@@ -38,14 +36,6 @@ MEASURE = "http://sip-fhir.se/fhir/Measure"
 REGION = "Organization/region-norrbotten"
 NOVEMBER = {"periodStart": "2026-11-01", "periodEnd": "2026-11-30"}
 ADMISSION = "Communication/admission-notice"
-
-
-@pytest.fixture
-async def client(
-    store: Storage, settings: Settings, clock: FixedClock
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with case_client(store, settings, clock) as http:
-        yield http
 
 
 def at(text: str) -> datetime:

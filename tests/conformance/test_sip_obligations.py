@@ -7,7 +7,6 @@ the act that completes them, and the sweep's `overdue` with a fixed clock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +23,7 @@ from tests.sip_case import (
     HOME_CARE,
     MUNICIPALITY,
     WARD,
-    case_client,
+    case_without_acts,  # noqa: F401 (the `client` fixture)
     deadline,
     example,
     owners,
@@ -33,15 +32,6 @@ from tests.sip_case import (
 )
 
 STATUS = "http://sip-fhir.se/fhir/CodeSystem/sip-obligation-status"
-
-
-@pytest.fixture
-async def client(
-    store: Storage, settings: Settings, clock: FixedClock
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The case without its Tasks, Communications, meetings and plan: the tests send those."""
-    async with case_client(store, settings, clock) as http:
-        yield http
 
 
 async def test_r_dis_05_acknowledge_by_the_next_12_00(

@@ -10,14 +10,12 @@ time of its own.
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
 
-from fhir_server.config import Settings
 from fhir_server.sip.clock import STOCKHOLM, FixedClock
 from fhir_server.sip.obligations import sweep
 from fhir_server.storage.port import Storage
@@ -26,7 +24,7 @@ from tests.sip_case import (
     MUNICIPALITY,
     PATIENT,
     WARD,
-    case_client,
+    case_without_acts,  # noqa: F401 (the `client` fixture)
     deadline,
     example,
     owners,
@@ -36,15 +34,6 @@ from tests.sip_case import (
 
 MESSAGE_TYPE = "http://sip-fhir.se/fhir/CodeSystem/sip-message-type"
 FOLLOW_UP_URL = "http://sip-fhir.se/fhir/StructureDefinition/sip-follow-up"
-
-
-@pytest.fixture
-async def client(
-    store: Storage, settings: Settings, clock: FixedClock
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The case without its Tasks, Communications, meetings and plan: the tests send those."""
-    async with case_client(store, settings, clock) as http:
-        yield http
 
 
 def start(task: dict[str, Any]) -> str:
