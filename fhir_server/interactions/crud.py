@@ -17,7 +17,7 @@ from fhir_server.errors import FhirError, clipped, error
 from fhir_server.integers import parse_int
 from fhir_server.interactions.context import Context
 from fhir_server.interactions.swedish_ids import normalise_identifiers
-from fhir_server.interactions.versions import deleted_version, new_id, stored_version
+from fhir_server.interactions.versions import deleted_version, stored_version
 from fhir_server.search.indexer import index_entries
 from fhir_server.search.parser import criteria_key, parse_search
 from fhir_server.search.query import SearchQuery
@@ -76,7 +76,7 @@ async def create(
             existing = await match_one(ctx, uow, query, "create")
             if existing is not None:
                 return WriteResult(existing, created=False)
-        version = stored_version(resource, type, new_id(), None, "POST")
+        version = stored_version(resource, type, uow.mint(type), None, "POST")
         await store(ctx, uow, version, resource)
     return WriteResult(version, created=True)
 
@@ -125,7 +125,7 @@ async def conditional_update(
                     f"'{match.id}' of the resource the criteria match",
                     f"{type}.id",
                 )
-            id = match.id if match is not None else body_id or new_id()
+            id = match.id if match is not None else body_id or uow.mint(type)
             resource = {**resource, "id": id}
             return await put_version(ctx, uow, type, id, resource, if_match)
     except VersionConflict:

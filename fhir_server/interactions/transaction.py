@@ -28,7 +28,7 @@ from fhir_server.interactions.patch import conditional_patch, patch, patch_versi
 from fhir_server.interactions.rewrite import resolve_all
 from fhir_server.interactions.search import search_type
 from fhir_server.interactions.subsetting import parse_subset
-from fhir_server.interactions.versions import etag, new_id, stored_version
+from fhir_server.interactions.versions import etag, stored_version
 from fhir_server.patch import JSON_PATCH, parse_patch
 from fhir_server.search.parser import parse_search
 from fhir_server.sip.process import check_gates, gates_deferred
@@ -156,7 +156,7 @@ async def _identify(ctx: Context, uow: UnitOfWork, entry: Entry) -> _Plan:
             found = await crud.match_one(ctx, uow, query, "create")
             if found is not None:
                 return _Plan(found.id, found)
-        return _Plan(new_id())
+        return _Plan(uow.mint(entry.type))
     if entry.id is not None:
         return _Plan(entry.id)
     query = crud.criteria_query(entry.type, entry.criteria or [])
@@ -167,7 +167,7 @@ async def _identify(ctx: Context, uow: UnitOfWork, entry: Entry) -> _Plan:
         body_id = (entry.resource or {}).get("id")
         if body_id is not None:
             crud.check_id(str(body_id), f"{entry.type}.id")
-        return _Plan(str(body_id) if body_id is not None else new_id())
+        return _Plan(str(body_id) if body_id is not None else uow.mint(entry.type))
     if entry.method == "PATCH":
         raise error(404, "not-found", f"PATCH {entry.type}: no resource matches the criteria")
     return _Plan(None)  # a conditional delete that matches nothing: nothing to do

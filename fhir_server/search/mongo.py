@@ -8,17 +8,16 @@ one regular expression (`:contains`) is built with `re.escape`.
 The search values of a resource live in its current document as an array `idx` of small typed
 entries (Cosmos DB's layout; `k` says the kind), so one alternative is one `$elemMatch` over
 that array.  Chains and reverse chains are resolved first (`resolve`), by the engine, into
-lists of ids.  `matches` evaluates the same semantics in memory, for a unit of work's not yet
-committed writes.
+lists of ids (`search.overlay` evaluates the same semantics in memory).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from fhir_server.search.overlay import RefIn, Resolved
 from fhir_server.search.query import (
     AnyOf,
     Chain,
@@ -38,7 +37,7 @@ from fhir_server.search.query import (
     TokenMatch,
     UriMatch,
 )
-from fhir_server.search.ranges import holds, range_terms
+from fhir_server.search.ranges import range_terms
 from fhir_server.storage.port import (
     CompositeIndex,
     DateIndex,
@@ -69,16 +68,6 @@ KINDS = {
 _OPERATORS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
 
 
-@dataclass(frozen=True, slots=True)
-class RefIn:
-    """A resolved chain: `param` refers to one of these `target` resources."""
-
-    param: str
-    target: str
-    ids: frozenset[str]
-
-
-Resolved = Condition | RefIn
 FindIds = Callable[[str, dict[str, Any]], Awaitable[list[str]]]
 FindReferrers = Callable[[str, dict[str, Any], str, str], Awaitable[list[str]]]
 
@@ -280,90 +269,6 @@ def _prefixed(filter_: Any, prefix: str) -> Any:
         (k if k.startswith("$") else prefix + k): (_prefixed(v, prefix) if k.startswith("$") else v)
         for k, v in filter_.items()
     }
-
-
-def matches(
-    conditions: Iterable[Resolved],
-    resource_id: str,
-    index: Sequence[Mapping[str, Any]],
-    last_updated: str = "",
-) -> bool:
-    """Whether a resource with this id and these stored index entries satisfies the filter
-    `compile_where(conditions)` would build (used for buffered, uncommitted writes)."""
-    return all(_matches(c, resource_id, index, last_updated) for c in conditions)
-
-
-def _entries(index: Sequence[Mapping[str, Any]], kind: str, param: str) -> list[Mapping[str, Any]]:
-    return [e for e in index if e.get("k") == kind and e.get("p") == param]
-
-
-def _matches(c: Resolved, rid: str, index: Sequence[Mapping[str, Any]], last_updated: str) -> bool:
-    match c:
-        case IdIn(ids=ids):
-            return rid in ids
-        case LastUpdated(prefix=prefix, low=low, high=high):
-            return holds(range_terms(prefix, low, high), last_updated, last_updated)
-        case TokenMatch(param=param, system=system, code=code):
-            return any(
-                (system is None or e.get("s") == (system or None))
-                and (code is None or e.get("c") == code)
-                for e in _entries(index, "t", param)
-            )
-        case TextMatch(param=param, value=value):
-            return any(e["v"].startswith(value) for e in _entries(index, "x", param))
-        case StringMatch(param=param, value=value, mode=mode):
-            found = _entries(index, "s", param)
-            if mode == "exact":
-                return any(e["e"] == value for e in found)
-            if mode == "contains":
-                return any(value in e["v"] for e in found)
-            return any(e["v"].startswith(value) for e in found)
-        case DateMatch(param=param, prefix=prefix, low=low, high=high):
-            terms = range_terms(prefix, low, high)
-            return any(holds(terms, e["lo"], e["hi"]) for e in _entries(index, "d", param))
-        case NumberMatch(param=param, prefix=prefix, low=low, high=high):
-            terms = range_terms(prefix, low, high)
-            return any(holds(terms, e["lo"], e["hi"]) for e in _entries(index, "n", param))
-        case QuantityMatch(param=param, prefix=prefix, low=low, high=high, system=s, code=code):
-            terms = range_terms(prefix, low, high)
-            return any(
-                holds(terms, e["lo"], e["hi"])
-                and (s is None or e.get("s") == s)
-                and (code is None or e.get("c") == code or (s is None and e.get("un") == code))
-                for e in _entries(index, "q", param)
-            )
-        case ReferenceMatch(param=param, type=target, id=id, url=url):
-            return any(
-                (id is not None and e.get("i") == id and target in (None, e.get("t")))
-                or (url is not None and e.get("u") == url)
-                for e in _entries(index, "r", param)
-            )
-        case RefIn(param=param, target=target, ids=ids):
-            return any(
-                e.get("t") == target and e.get("i") in ids for e in _entries(index, "r", param)
-            )
-        case UriMatch(param=param, value=value, mode=mode):
-            found = _entries(index, "u", param)
-            if mode == "above":
-                return any(value.startswith(e["v"]) for e in found)
-            if mode == "below":
-                return any(e["v"].startswith(value) for e in found)
-            return any(e["v"] == value for e in found)
-        case CompositeMatch(param=param, parts=parts):
-            return any(
-                all(
-                    _matches(part, rid, [entry.get(f"c{i}") or {}], last_updated)
-                    for i, part in enumerate(parts)
-                )
-                for entry in _entries(index, "c", param)
-            )
-        case Missing(param=param, kind=kind, missing=missing):
-            return bool(_entries(index, KINDS[kind], param)) != missing
-        case Not(term=term):
-            return not _matches(term, rid, index, last_updated)
-        case AnyOf(terms=terms):
-            return any(_matches(t, rid, index, last_updated) for t in terms)
-    raise TypeError(f"unknown condition {c!r}")
 
 
 def _text(value: object) -> str:

@@ -85,10 +85,13 @@ def kinds(episode: dict[str, Any]) -> set[str]:
     return codes(episode.get("type"), PLAN_TYPE) & {DISCHARGE, SIP_PROCESS}
 
 
-async def stored(uow: UnitOfWork, id: str | None) -> Process | None:
-    """The EpisodeOfCare `id`, if stored and not deleted."""
+async def stored(uow: UnitOfWork, id: str | None, source: str = "") -> Process | None:
+    """The EpisodeOfCare `id`, if stored and not deleted (`source`: the reference the
+    server's process id derives from, `UnitOfWork.derive`)."""
     if id is None:
         return None
+    if source:
+        uow.derive("EpisodeOfCare", id, source)
     version = await uow.current("EpisodeOfCare", id)
     if version is None or version.deleted:
         return None
@@ -111,7 +114,7 @@ async def stay_process(uow: UnitOfWork, stay: str) -> Process | None:
     """The discharge process of `stay`: the one the stay names, else the server's."""
     encounter = await current(uow, "Encounter", stay.partition("/")[2])
     named = await named_discharge(uow, (encounter or {}).get("episodeOfCare"))
-    return named or await stored(uow, discharge_id(stay))
+    return named or await stored(uow, discharge_id(stay), stay)
 
 
 async def person_process(uow: UnitOfWork, patient: str, named: Any = ()) -> Process | None:
@@ -125,7 +128,7 @@ async def person_process(uow: UnitOfWork, patient: str, named: Any = ()) -> Proc
     server = sip_id(patient)
     open_ = await open_processes(uow, patient, SIP_PROCESS)
     open_.sort(key=lambda p: (p.version.id == server, p.version.id))
-    return open_[0] if open_ else await stored(uow, server)
+    return open_[0] if open_ else await stored(uow, server, patient)
 
 
 async def open_processes(uow: UnitOfWork, patient: str, kind: str | None = None) -> list[Process]:

@@ -139,7 +139,7 @@ async def _stay(uow: UnitOfWork, encounter: dict[str, Any]) -> None:
     """A stay now naming its own discharge process: the one the server made for it merges
     into that, which then follows the stay's discharge notice if one was sent."""
     stay = f"Encounter/{encounter['id']}"
-    duplicate = await stored(uow, discharge_id(stay))
+    duplicate = await stored(uow, discharge_id(stay), stay)
     named = await named_discharge(uow, encounter.get("episodeOfCare"))
     if duplicate is None or named is None or named.version.id == duplicate.version.id:
         return

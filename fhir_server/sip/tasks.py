@@ -101,7 +101,7 @@ def follow_up_of(task: dict[str, Any]) -> str | None:
 async def open_task(uow: UnitOfWork, obligation: Obligation) -> dict[str, Any]:
     """The obligation's Task, created unless it exists already (then left as it is)."""
     id = task_id(obligation.focus, obligation.code, obligation.owner, obligation.key)
-    current = await uow.current("Task", id)
+    current = await uow.current("Task", uow.derive("Task", id, obligation.focus))
     if current is not None and not current.deleted:
         return resource_of(current)
     task = task_resource(obligation, id)

@@ -214,6 +214,16 @@ class UnitOfWork(Protocol):
         """Serialise interactions that share `key` (e.g. a conditional create's criteria)
         across concurrent requests and processes until this unit of work ends."""
 
+    def mint(self, type: str) -> str:
+        """A new id, drawn at random, for a resource of `type` this unit of work creates.
+        Nothing stored refers to it, so a search that must refer to it is answered from
+        this unit of work's own writes (`search.overlay.scoped_to`), without the database."""
+
+    def derive(self, type: str, id: str, source: str) -> str:
+        """`id`, which the server computes from the reference `source` ("Type/id") for a
+        resource of `type`: when this unit of work minted `source`, nobody could compute it
+        before, so it counts as minted too. Returns `id`."""
+
     async def current(self, type: str, id: str) -> ResourceVersion | None:
         """The current version (deleted or not) as this unit of work sees it."""
 

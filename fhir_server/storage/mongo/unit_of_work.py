@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import DuplicateKeyError
 
-from fhir_server.search.mongo import compile_where, matches, sort_keys
+from fhir_server.search.mongo import compile_where, sort_keys
+from fhir_server.search.overlay import Resolved, matches, scoped_to
 from fhir_server.search.query import SearchQuery
 from fhir_server.storage.mongo.budget import Budget
 from fhir_server.storage.mongo.documents import (
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 class _Write:
     version: ResourceVersion
     index: tuple[IndexEntry, ...]
-    index_docs: list[dict[str, Any]]  # stored form, for overlay matching
 
 
 class MongoUnitOfWork:
@@ -59,6 +59,7 @@ class MongoUnitOfWork:
         self._writes: list[_Write] = []
         self._latest: dict[str, _Write] = {}  # resource key -> last buffered write
         self._held: list[str] = []
+        self._created: set[tuple[str, str]] = set()  # minted here: nothing stored refers to them
         self._closed = False
 
     async def lock(self, key: str) -> None:
@@ -79,10 +80,22 @@ class MongoUnitOfWork:
             raise
         self._held.append(key)
 
+    def mint(self, type: str) -> str:
+        id = str(uuid.uuid4())
+        self._created.add((type, id))
+        return id
+
+    def derive(self, type: str, id: str, source: str) -> str:
+        if tuple(source.split("/", 1)) in self._created:
+            self._created.add((type, id))
+        return id
+
     async def current(self, type: str, id: str) -> ResourceVersion | None:
         write = self._latest.get(resource_key(type, id))
         if write is not None:
             return write.version
+        if (type, id) in self._created:  # minted here and not yet written
+            return None
         return await self._storage.current_version(type, id)
 
     async def find(self, query: SearchQuery, access: AccessFilter) -> list[ResourceVersion]:
@@ -91,20 +104,22 @@ class MongoUnitOfWork:
             return []
         storage = self._storage
         found: dict[str, ResourceVersion] = {}
-        budget = Budget(storage.search_timeout)
-        with budget.guard():
-            where = await storage.resolve(query, budget)
-            filter_ = {"type": query.type, "deleted": False, **compile_where(where)}
-            cursor = storage.resources_col.find(filter_, VERSION_FIELDS)
-            async for document in cursor.max_time_ms(budget.ms()):
-                found[document["_id"]] = to_version(document)
+        where: Sequence[Resolved] = query.where
+        if not (self._created and scoped_to(query.where, self._created)):
+            budget = Budget(storage.search_timeout)
+            with budget.guard():
+                where = await storage.resolve(query, budget)
+                filter_ = {"type": query.type, "deleted": False, **compile_where(where)}
+                cursor = storage.resources_col.find(filter_, VERSION_FIELDS)
+                async for document in cursor.max_time_ms(budget.ms()):
+                    found[document["_id"]] = to_version(document)
         for key, write in self._latest.items():
             version = write.version
             if version.type != query.type:
                 continue
             found.pop(key, None)
-            docs = write.index_docs
-            if not version.deleted and matches(where, version.id, docs, version.last_updated):
+            entries = write.index
+            if not version.deleted and matches(where, version.id, entries, version.last_updated):
                 found[key] = version
         return sorted(found.values(), key=lambda v: v.id)
 
@@ -118,8 +133,7 @@ class MongoUnitOfWork:
             raise VersionConflict(f"{hkey} is already written in this unit of work")
         if await self._storage.history_col.find_one({"_id": hkey}, {"_id": 1}) is not None:
             raise VersionConflict(f"{hkey} exists")
-        entries = tuple(index)
-        write = _Write(version, entries, [] if version.deleted else index_documents(entries))
+        write = _Write(version, () if version.deleted else tuple(index))
         self._writes.append(write)
         self._latest[key] = write
 

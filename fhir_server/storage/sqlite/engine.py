@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ import aiosqlite
 import orjson
 
 from fhir_server.errors import FhirError, error
+from fhir_server.search.overlay import matches, scoped_to
 from fhir_server.search.query import (
     AnyOf,
     Chain,
@@ -187,6 +189,10 @@ class SqliteUnitOfWork:
         self._deadline = deadline
         self._timeout = timeout
         self._pending: list[tuple[ResourceVersion, Rows]] = []
+        # Every put of this unit of work, flushed or not (the latest per resource), and the
+        # ids it minted: nothing stored refers to them.
+        self._mine: dict[tuple[str, str], tuple[ResourceVersion, tuple[IndexEntry, ...]]] = {}
+        self._created: set[tuple[str, str]] = set()
         # The process rules ask the same questions for each entry of a bundle: a search's
         # answer stands until a put of a type it reads.
         self._found: dict[SearchQuery, list[ResourceVersion]] = {}
@@ -214,12 +220,24 @@ class SqliteUnitOfWork:
         """Nothing to lock: `BEGIN IMMEDIATE` already serialises every writer."""
         self.check()
 
+    def mint(self, type: str) -> str:
+        id = str(uuid.uuid4())
+        self._created.add((type, id))
+        return id
+
+    def derive(self, type: str, id: str, source: str) -> str:
+        if tuple(source.split("/", 1)) in self._created:
+            self._created.add((type, id))
+        return id
+
     async def current(self, type: str, id: str) -> ResourceVersion | None:
-        for version, _ in reversed(self._pending):
-            if version.id == id and version.type == type:
-                self.check()
-                return version
         key = (type, id)
+        if key in self._mine:
+            self.check()
+            return self._mine[key][0]
+        if key in self._created:  # minted here and not yet written
+            self.check()
+            return None
         if key in self._read:
             self.check()
             return self._read[key]
@@ -230,6 +248,9 @@ class SqliteUnitOfWork:
     async def find(self, query: SearchQuery, access: AccessFilter) -> list[ResourceVersion]:
         if not access.allows(query.type):
             return []
+        if self._created and scoped_to(query.where, self._created):
+            self.check()
+            return self._own(query)
         try:
             return list(self._found[query])
         except KeyError:
@@ -239,6 +260,17 @@ class SqliteUnitOfWork:
         found = await self._search(query)
         self._found[query] = found
         return list(found)
+
+    def _own(self, query: SearchQuery) -> list[ResourceVersion]:
+        """The answer from this unit of work's own writes (`scoped_to` says it is whole)."""
+        found = [
+            version
+            for version, index in self._mine.values()
+            if version.type == query.type
+            and not version.deleted
+            and matches(query.where, version.id, index, version.last_updated)
+        ]
+        return sorted(found, key=lambda v: v.id)
 
     async def _search(self, query: SearchQuery) -> list[ResourceVersion]:
         if self._pending and _reads_pending(query, self._pending):
@@ -257,8 +289,11 @@ class SqliteUnitOfWork:
         self.check()
         v = version
         self._forget(v.type)
-        self._read.pop((v.type, v.id), None)
-        self._pending.append((v, index_rows(v.type, v.id, () if v.deleted else index)))
+        key = (v.type, v.id)
+        entries = () if v.deleted else tuple(index)
+        self._read.pop(key, None)
+        self._mine[key] = (v, entries)
+        self._pending.append((v, index_rows(v.type, v.id, entries)))
 
     async def flush(self) -> None:
         """Write the buffered puts (VersionConflict if a version exists already)."""
