@@ -4,6 +4,7 @@ the same transaction wrote), plus the form of a gate's refusal."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import replace
 from functools import cache, lru_cache
@@ -14,7 +15,7 @@ import orjson
 from fhir_server.config import PROFILES_DIR
 from fhir_server.errors import FhirError, error
 from fhir_server.search.parser import parse_search
-from fhir_server.search.query import SearchQuery
+from fhir_server.search.query import AnyOf, Condition, ReferenceMatch, SearchQuery
 from fhir_server.search.registry import generation
 from fhir_server.storage.port import AccessFilter, ResourceVersion, UnitOfWork
 
@@ -138,9 +139,37 @@ async def find_versions(
 
 
 def query_of(type: str, criteria: Iterable[tuple[str, str]]) -> SearchQuery:
-    """The search the process rules ask, parsed once: a bundle's entries ask the same
-    questions about the same patient, and parsing costs more than the answer."""
-    return _parsed(generation(), type, tuple(criteria))
+    """The search the process rules ask, parsed once per shape: the rules ask the same
+    questions of every patient and stay, and parsing costs more than the answer. A local
+    reference's id is a slot in the parsed shape, filled in here."""
+    shape, ids = [], []
+    for name, value in criteria:
+        target, slash, id = value.partition("/")
+        if slash and _ID.fullmatch(id) and target.isalpha():
+            shape.append((name, f"{target}/{_SLOT}{len(ids)}"))
+            ids.append(id)
+        else:
+            shape.append((name, value))
+    query = _parsed(generation(), type, tuple(shape))
+    if not ids:
+        return query
+    where = tuple(_filled(c, ids) for c in query.where)
+    if _SLOT in repr(where):  # the slot landed elsewhere than a reference's id: parse as is
+        return _parsed(generation(), type, tuple(criteria))
+    return replace(query, where=where)
+
+
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_SLOT = "slot-"
+
+
+def _filled(condition: Condition, ids: list[str]) -> Condition:
+    match condition:
+        case ReferenceMatch(id=str(id)) if id.startswith(_SLOT) and id[5:].isdigit():
+            return replace(condition, id=ids[int(id[5:])])
+        case AnyOf(terms=terms):
+            return AnyOf(tuple(_filled(t, ids) for t in terms))
+    return condition
 
 
 @lru_cache(maxsize=512)
