@@ -8,6 +8,10 @@ references and stores the bundle atomically. Reported: resources/s (wall), resou
 second of server CPU (the figure per core), and bundle latency p50/p95.
 
     .venv/bin/python benchmarks/ingest.py --bundles 1000 --concurrency 4
+    .venv/bin/python benchmarks/ingest.py --without-process   # the SIP process's share
+
+`--without-process` starts the same server with the SIP process switched off (no gates,
+process state or obligations; only for measuring what they cost, not a server setting).
 """
 
 from __future__ import annotations
@@ -114,7 +118,12 @@ async def bench(args: argparse.Namespace, work: Path) -> int:
     db, log = work / "ingest.sqlite3", work / "server.log"
     command = [sys.executable, "-m", "fhir_server.cli", "serve", "--host", HOST]
     command += ["--port", str(port), "--db", str(db), "--log-level", "warning"]
-    with subprocess_server(command, dict(os.environ), log) as server:
+    env = dict(os.environ)
+    if args.without_process:
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(_without_process(work)), env.get("PYTHONPATH")])
+        )
+    with subprocess_server(command, env, log) as server:
         async with httpx.AsyncClient() as probe:
             await wait_ready(probe, f"{base_url}/metadata", server, log)
         await post_all(base_url, bundles[: args.warmup], args.concurrency)
@@ -127,8 +136,10 @@ async def bench(args: argparse.Namespace, work: Path) -> int:
     latencies.sort()
     p50 = latencies[len(latencies) // 2] * 1000
     p95 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))] * 1000
+    process = "without the SIP process" if args.without_process else "with the SIP process"
     print(f"sip-fhir ingest  bundles={args.bundles} x {ENTRIES} entries  "
           f"concurrency={args.concurrency}  SQLite, full validation (R4 + profiles/)")  # fmt: skip
+    print(process)
     print(f"wall {wall:.1f} s: {resources / wall:,.0f} resources/s, "
           f"{args.bundles / wall:,.1f} bundles/s")  # fmt: skip
     if cpu_before is not None and cpu_after is not None:
@@ -141,12 +152,23 @@ async def bench(args: argparse.Namespace, work: Path) -> int:
     return 1 if failures else 0
 
 
+def _without_process(work: Path) -> Path:
+    """A `sitecustomize` that empties the process's resource types in the server process."""
+    folder = work / "without-process"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(
+        "import fhir_server.sip.process as process\nprocess.PROCESS_TYPES = frozenset()\n"
+    )
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundles", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=20, help="untimed bundles first")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--without-process", action="store_true", help="SIP process off")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
         return asyncio.run(bench(args, Path(tmp)))

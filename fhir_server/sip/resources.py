@@ -142,6 +142,11 @@ def query_of(type: str, criteria: Iterable[tuple[str, str]]) -> SearchQuery:
     """The search the process rules ask, parsed once per shape: the rules ask the same
     questions of every patient and stay, and parsing costs more than the answer. A local
     reference's id is a slot in the parsed shape, filled in here."""
+    return _query(generation(), type, tuple(criteria))
+
+
+@lru_cache(maxsize=256)  # a bundle's entries ask the same questions of the same patient
+def _query(_generation: int, type: str, criteria: tuple[tuple[str, str], ...]) -> SearchQuery:
     shape, ids = [], []
     for name, value in criteria:
         target, slash, id = value.partition("/")
@@ -150,12 +155,12 @@ def query_of(type: str, criteria: Iterable[tuple[str, str]]) -> SearchQuery:
             ids.append(id)
         else:
             shape.append((name, value))
-    query = _parsed(generation(), type, tuple(shape))
+    query = _parsed(_generation, type, tuple(shape))
     if not ids:
         return query
     where = tuple(_filled(c, ids) for c in query.where)
     if _SLOT in repr(where):  # the slot landed elsewhere than a reference's id: parse as is
-        return _parsed(generation(), type, tuple(criteria))
+        return _parsed(_generation, type, criteria)
     return replace(query, where=where)
 
 

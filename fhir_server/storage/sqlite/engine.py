@@ -192,6 +192,7 @@ class SqliteUnitOfWork:
         # Every put of this unit of work, flushed or not (the latest per resource), and the
         # ids it minted: nothing stored refers to them.
         self._mine: dict[tuple[str, str], tuple[ResourceVersion, tuple[IndexEntry, ...]]] = {}
+        self._mine_of: dict[str, dict[str, tuple[ResourceVersion, tuple[IndexEntry, ...]]]] = {}
         self._created: set[tuple[str, str]] = set()
         # The process rules ask the same questions for each entry of a bundle: a search's
         # answer stands until a put of a type it reads.
@@ -265,9 +266,8 @@ class SqliteUnitOfWork:
         """The answer from this unit of work's own writes (`scoped_to` says it is whole)."""
         found = [
             version
-            for version, index in self._mine.values()
-            if version.type == query.type
-            and not version.deleted
+            for version, index in self._mine_of.get(query.type, {}).values()
+            if not version.deleted
             and matches(query.where, version.id, index, version.last_updated)
         ]
         return sorted(found, key=lambda v: v.id)
@@ -292,7 +292,7 @@ class SqliteUnitOfWork:
         key = (v.type, v.id)
         entries = () if v.deleted else tuple(index)
         self._read.pop(key, None)
-        self._mine[key] = (v, entries)
+        self._mine[key] = self._mine_of.setdefault(v.type, {})[v.id] = (v, entries)
         self._pending.append((v, index_rows(v.type, v.id, entries)))
 
     async def flush(self) -> None:
