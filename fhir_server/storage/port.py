@@ -8,6 +8,7 @@ record subscription events and audit entries, so they commit or roll back with t
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -202,6 +203,21 @@ class VersionConflict(StorageError):
 
 class LockTimeout(StorageError):
     """A conditional interaction could not get its lock in time."""
+
+
+class Minted(set[tuple[str, str]]):
+    """The (type, id) a unit of work minted or derived from a minted id: what every engine's
+    `UnitOfWork.mint` and `derive` keep, and what `search.overlay.scoped_to` asks about."""
+
+    def mint(self, type: str) -> str:
+        id = str(uuid.uuid4())
+        self.add((type, id))
+        return id
+
+    def derive(self, type: str, id: str, source: str) -> str:
+        if tuple(source.split("/", 1)) in self:
+            self.add((type, id))
+        return id
 
 
 class UnitOfWork(Protocol):

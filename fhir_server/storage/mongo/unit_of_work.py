@@ -34,6 +34,7 @@ from fhir_server.storage.mongo.locks import acquire_lease, release_lease
 from fhir_server.storage.port import (
     AccessFilter,
     IndexEntry,
+    Minted,
     ResourceVersion,
     StorageError,
     VersionConflict,
@@ -59,7 +60,7 @@ class MongoUnitOfWork:
         self._writes: list[_Write] = []
         self._latest: dict[str, _Write] = {}  # resource key -> last buffered write
         self._held: list[str] = []
-        self._created: set[tuple[str, str]] = set()  # minted here: nothing stored refers to them
+        self._created = Minted()  # minted here: nothing stored refers to them
         self._closed = False
 
     async def lock(self, key: str) -> None:
@@ -81,14 +82,10 @@ class MongoUnitOfWork:
         self._held.append(key)
 
     def mint(self, type: str) -> str:
-        id = str(uuid.uuid4())
-        self._created.add((type, id))
-        return id
+        return self._created.mint(type)
 
     def derive(self, type: str, id: str, source: str) -> str:
-        if tuple(source.split("/", 1)) in self._created:
-            self._created.add((type, id))
-        return id
+        return self._created.derive(type, id, source)
 
     async def current(self, type: str, id: str) -> ResourceVersion | None:
         write = self._latest.get(resource_key(type, id))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -50,6 +49,7 @@ from fhir_server.storage.port import (
     AccessFilter,
     HistoryQuery,
     IndexEntry,
+    Minted,
     Page,
     ResourceVersion,
     VersionConflict,
@@ -193,7 +193,7 @@ class SqliteUnitOfWork:
         # ids it minted: nothing stored refers to them.
         self._mine: dict[tuple[str, str], tuple[ResourceVersion, tuple[IndexEntry, ...]]] = {}
         self._mine_of: dict[str, dict[str, tuple[ResourceVersion, tuple[IndexEntry, ...]]]] = {}
-        self._created: set[tuple[str, str]] = set()
+        self._created = Minted()
         # The process rules ask the same questions for each entry of a bundle: a search's
         # answer stands until a put of a type it reads.
         self._found: dict[SearchQuery, list[ResourceVersion]] = {}
@@ -222,14 +222,10 @@ class SqliteUnitOfWork:
         self.check()
 
     def mint(self, type: str) -> str:
-        id = str(uuid.uuid4())
-        self._created.add((type, id))
-        return id
+        return self._created.mint(type)
 
     def derive(self, type: str, id: str, source: str) -> str:
-        if tuple(source.split("/", 1)) in self._created:
-            self._created.add((type, id))
-        return id
+        return self._created.derive(type, id, source)
 
     async def current(self, type: str, id: str) -> ResourceVersion | None:
         key = (type, id)
@@ -267,8 +263,7 @@ class SqliteUnitOfWork:
         found = [
             version
             for version, index in self._mine_of.get(query.type, {}).values()
-            if not version.deleted
-            and matches(query.where, version.id, index, version.last_updated)
+            if not version.deleted and matches(query.where, version.id, index, version.last_updated)
         ]
         return sorted(found, key=lambda v: v.id)
 
