@@ -65,6 +65,42 @@ class Settings(BaseSettings):
         description="Seconds between sweeps that mark open obligation Tasks past their "
         "deadline `overdue` (also run at start-up).",
     )
+    subscription_allowed_hosts: list[str] = Field(
+        default=[],
+        description="Hosts a rest-hook endpoint may name over plain http (tests: 127.0.0.1); "
+        "every other endpoint must be https. A JSON list in FHIR_SUBSCRIPTION_ALLOWED_HOSTS.",
+    )
+    subscription_poll_interval: float = Field(
+        default=0.2, gt=0, description="Seconds between the dispatcher's looks at the outbox "
+        "(a write in the same process wakes it at once).",
+    )  # fmt: skip
+    subscription_retry_base: float = Field(
+        default=1.0, gt=0, description="Seconds before the first retry of a failed delivery; "
+        "each further failure doubles it up to subscription_retry_cap.",
+    )  # fmt: skip
+    subscription_retry_cap: float = Field(
+        default=300.0, gt=0, description="The longest wait between retries (never given up).",
+    )  # fmt: skip
+    subscription_error_after: int = Field(
+        default=3, gt=0, description="Consecutive failed deliveries after which the "
+        "Subscription's status is `error` (back to `active` on the next success).",
+    )  # fmt: skip
+    subscription_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a rest-hook POST may take, unless the "
+        "Subscription's backport-timeout says less.",
+    )  # fmt: skip
+    subscription_retention: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="Seconds delivered notifications stay "
+        "available to Subscription/$events.",
+    )  # fmt: skip
+    subscription_lease: float = Field(
+        default=10.0, gt=0, description="Seconds the dispatcher's lease lasts; one process "
+        "per database dispatches and another takes over when it stops renewing.",
+    )  # fmt: skip
+    dispatch: bool = Field(
+        default=True, description="Whether `serve` also runs the subscription dispatcher "
+        "(else run `fhir-server dispatch`).",
+    )  # fmt: skip
     default_page_size: int = 20
     max_page_size: int = 1000
     search_timeout: float = Field(

@@ -205,6 +205,105 @@ class LockTimeout(StorageError):
     """A conditional interaction could not get its lock in time."""
 
 
+# The subscriptions' outbox (issue 13): topic events appended with the write that caused them,
+# fanned out by the one dispatcher to each subscription's numbered notifications.
+
+Interaction = Literal["create", "update", "delete"]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicEvent:
+    """A write that fired a SubscriptionTopic; `seq` (global, commit order) is assigned by
+    the engine when the unit of work commits."""
+
+    topic: str  # the topic's canonical url
+    focus_type: str
+    focus_id: str
+    focus_version: int  # the version the write made (a delete's version for a delete)
+    interaction: Interaction
+    at: str  # FHIR instant of the write (the version's last_updated)
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One topic event as one subscription's event number `number`
+    (eventsSinceSubscriptionStart: 1, 2, 3, … without gaps)."""
+
+    subscription: str  # Subscription id
+    number: int
+    event: TopicEvent
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionState:
+    """Where a subscription's delivery stands (kept by the outbox, not in the resource)."""
+
+    subscription: str
+    topic: str
+    start_seq: int  # topic events with a greater seq are this subscription's
+    number: int  # notifications fanned out to it so far
+    delivered: int  # the highest number delivered, 0 if none
+    failures: int  # consecutive failed attempts
+    next_attempt: str | None  # FHIR instant; None: as soon as there is something to send
+    last_error: str | None
+    last_sent: str | None  # the last successful send (for heartbeats)
+
+
+class Outbox(Protocol):
+    """`Storage.outbox`: what the dispatcher reads and records. Only the holder of the
+    `subscriptions` lease fans out and records, so these need no further locking."""
+
+    async def last_seq(self) -> int: ...
+
+    async def events_after(self, seq: int, limit: int = 500) -> list[TopicEvent]: ...
+
+    async def cursor(self) -> int:
+        """The seq up to which events are fanned out (0 at first)."""
+
+    async def fan_out(self, cursor: int, notifications: list[tuple[str, TopicEvent]]) -> None:
+        """Atomically: each (subscription id, event) becomes the subscription's next number,
+        in list order, and the cursor becomes `cursor`. A subscription without a state is
+        skipped."""
+
+    async def start(self, subscription: str, topic: str, start_seq: int) -> SubscriptionState:
+        """The subscription's state, created if absent (an existing one is returned as is)."""
+
+    async def state(self, subscription: str) -> SubscriptionState | None: ...
+
+    async def states(self) -> list[SubscriptionState]: ...
+
+    async def stop(self, subscription: str) -> None:
+        """Drop the subscription's state and notifications."""
+
+    async def notifications(
+        self, subscription: str, since: int, until: int | None = None, limit: int = 100
+    ) -> list[Notification]:
+        """Retained notifications with since < number <= until, in number order."""
+
+    async def record(
+        self,
+        subscription: str,
+        *,
+        delivered: int | None = None,
+        failures: int,
+        next_attempt: str | None,
+        last_error: str | None,
+        last_sent: str | None = None,
+    ) -> None:
+        """Update the delivery state: `delivered` only moves forward and None leaves it (and
+        `last_sent`) as is; `next_attempt` and `last_error` are set as given."""
+
+    async def prune(self, before: str) -> int:
+        """Drop events older than the instant `before` that every subscription has
+        delivered, with their notifications; how many events went."""
+
+    async def take_lease(self, name: str, owner: str, seconds: float) -> bool:
+        """Acquire or renew `name` for `seconds`; False while another owner holds it."""
+
+    async def release_lease(self, name: str, owner: str) -> None: ...
+
+
 class Minted(set[tuple[str, str]]):
     """The (type, id) a unit of work minted or derived from a minted id: what every engine's
     `UnitOfWork.mint` and `derive` keep, and what `search.overlay.scoped_to` asks about."""
@@ -240,6 +339,10 @@ class UnitOfWork(Protocol):
         resource of `type`: when this unit of work minted `source`, nobody could compute it
         before, so it counts as minted too. Returns `id`."""
 
+    async def add_event(self, event: TopicEvent) -> None:
+        """Append a topic event to the outbox with this unit of work: a rollback drops it,
+        the commit gives it its `seq`."""
+
     async def current(self, type: str, id: str) -> ResourceVersion | None:
         """The current version (deleted or not) as this unit of work sees it."""
 
@@ -266,6 +369,7 @@ class Storage(Protocol):
     """An engine: SQLite (embedded default) or MongoDB (production)."""
 
     name: str
+    outbox: Outbox
 
     async def open(self) -> None:
         """Connect and create schema and indexes (idempotent)."""
