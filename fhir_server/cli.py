@@ -1,9 +1,14 @@
-"""`fhir-server serve`: run the server with uvicorn."""
+"""`fhir-server serve`: run the server with uvicorn; `fhir-server dispatch`: only the
+subscription dispatcher (for a deployment that serves with FHIR_DISPATCH=false)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
 import os
+import signal
 
 import uvicorn
 
@@ -16,9 +21,16 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--db", help="SQLite file (default: $FHIR_SQLITE_PATH or data/fhir.sqlite3)")
     serve.add_argument("--log-level", default="info")
+    dispatch = commands.add_parser("dispatch", help="run only the subscription dispatcher")
+    dispatch.add_argument("--db", help="SQLite file (as for serve)")
+    dispatch.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     if args.db:
         os.environ["FHIR_SQLITE_PATH"] = args.db
+    if args.command == "dispatch":
+        logging.basicConfig(level=args.log_level.upper())
+        asyncio.run(run_dispatcher())
+        return
 
     from fhir_server.api.app import create_app
     from fhir_server.api.protocol import bounded_protocol
@@ -36,6 +48,30 @@ def main(argv: list[str] | None = None) -> None:
         # still running included) reach this; the protocol closes excess connections first.
         limit_concurrency=settings.max_connections + 1,
     )
+
+
+async def run_dispatcher() -> None:
+    """The dispatcher alone until SIGINT/SIGTERM: it takes the lease when no other process
+    holds it, so it can run beside servers that dispatch too."""
+    from fhir_server.config import Settings
+    from fhir_server.storage.factory import create_storage
+    from fhir_server.subscriptions.dispatcher import Dispatcher
+    from fhir_server.subscriptions.events import topics_of
+    from fhir_server.validation.validator import Validator
+
+    settings = Settings()
+    storage = create_storage(settings)
+    topics = topics_of(Validator.from_directories(settings.profile_dirs).conformance)
+    await storage.open()
+    task = asyncio.create_task(Dispatcher(storage, settings, topics=topics).run())
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        await storage.close()
 
 
 if __name__ == "__main__":

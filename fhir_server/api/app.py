@@ -8,13 +8,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.routing import Route
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
 
 from fhir_server import __version__
 from fhir_server.api.errors import install_error_handlers
 from fhir_server.api.limits import RequestLimits
 from fhir_server.api.metadata import metadata
-from fhir_server.api.routes import ROUTES
+from fhir_server.api.routes import ROUTES, Handler
 from fhir_server.config import Settings
 from fhir_server.interactions.conformance import publish_conformance
 from fhir_server.interactions.reindex import reindex_if_needed
@@ -23,6 +25,9 @@ from fhir_server.sip.clock import Clock, SystemClock
 from fhir_server.sip.obligations import sweep_forever
 from fhir_server.storage.factory import create_storage
 from fhir_server.storage.port import Storage
+from fhir_server.subscriptions.dispatcher import Dispatcher
+from fhir_server.subscriptions.events import serve, topics_of
+from fhir_server.subscriptions.websocket import SOCKET_PATH, WebsocketHub, subscription_socket
 from fhir_server.validation.invariants import report_unsupported
 from fhir_server.validation.structure import warm_up
 from fhir_server.validation.validator import Validator
@@ -50,12 +55,20 @@ def create_app(
         sweeper = asyncio.create_task(
             sweep_forever(storage, app.state.clock, settings.obligation_sweep_interval)
         )
+        dispatching = None
+        if settings.dispatch:
+            app.state.dispatcher = Dispatcher(
+                storage, settings, topics=app.state.topics, websockets=app.state.websockets
+            )
+            dispatching = asyncio.create_task(app.state.dispatcher.run())
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (t for t in (sweeper, dispatching) if t is not None):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            app.state.dispatcher = None
             await storage.close()
 
     app = FastAPI(
@@ -70,6 +83,10 @@ def create_app(
     app.state.storage = storage
     app.state.validator = validator
     app.state.clock = clock or SystemClock()
+    app.state.topics = topics_of(validator.conformance)  # the write path's own
+    serve(app.state.topics)  # for the server's own writes
+    app.state.websockets = WebsocketHub()
+    app.state.dispatcher = None  # set by the lifespan when settings.dispatch
     install_error_handlers(app)
     app.add_middleware(RequestLimits, settings=settings)
     base = settings.base_path.rstrip("/")
@@ -77,5 +94,24 @@ def create_app(
     # dependency and body machinery would be pure per-request cost.
     app.router.routes.append(Route(f"{base}/metadata", metadata, methods=["GET"]))
     for route in ROUTES:
-        app.router.routes.append(Route(base + route.path, route.handler, methods=[route.method]))
+        handler = route.handler if route.method == "GET" else notifying(route.handler)
+        app.router.routes.append(Route(base + route.path, handler, methods=[route.method]))
+    app.router.routes.append(WebSocketRoute(base + SOCKET_PATH, subscription_socket))
     return app
+
+
+def notifying(handler: Handler) -> Handler:
+    """A write handler that wakes the in-process dispatcher once it answered, so a
+    subscriber hears of a commit at once rather than at the next poll."""
+
+    async def handle(request: Request) -> Response:
+        try:
+            return await handler(request)
+        finally:
+            dispatcher = request.app.state.dispatcher
+            if dispatcher is not None:
+                dispatcher.notify()
+
+    handle.__name__ = handler.__name__
+    handle.__doc__ = handler.__doc__
+    return handle

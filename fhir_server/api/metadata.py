@@ -15,6 +15,10 @@ from fhir_server.api.routes import RESOURCE_FEATURES, ROUTES, context
 from fhir_server.resource_types import resource_types
 from fhir_server.search.registry import SearchParam, search_params
 
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"
+SUBSCRIPTION_PROFILE = f"{BACKPORT}/StructureDefinition/backport-subscription"
+# Topic discovery in R4 (Backport IG): one extension per SubscriptionTopic canonical served.
+TOPIC_CANONICAL = f"{BACKPORT}/StructureDefinition/capabilitystatement-subscriptiontopic-canonical"
 STARTED = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -23,6 +27,11 @@ OPERATIONS = {
     "$validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
     "$payment-liability": "http://sip-fhir.se/fhir/OperationDefinition/Encounter-payment-liability",
     "$indicators": "http://sip-fhir.se/fhir/OperationDefinition/indicators",
+    "$status": f"{BACKPORT}/OperationDefinition/backport-subscription-status",
+    "$events": f"{BACKPORT}/OperationDefinition/backport-subscription-events",
+    "$get-ws-binding-token": (
+        f"{BACKPORT}/OperationDefinition/backport-subscription-get-ws-binding-token"
+    ),
 }
 
 
@@ -49,7 +58,10 @@ def _operations(names: list[str]) -> list[dict[str, str]]:
 
 
 def capability_statement(
-    base_url: str, engine: str, profiles: dict[str, list[str]] | None = None
+    base_url: str,
+    engine: str,
+    profiles: dict[str, list[str]] | None = None,
+    topics: list[str] | None = None,
 ) -> dict[str, Any]:
     interactions = {r.interaction for r in ROUTES if not r.interaction.startswith("$")}
     type_interactions = sorted(
@@ -63,15 +75,21 @@ def capability_statement(
     system_interactions = sorted(system_interactions)
     operations = operations_by_type()
     system = system_operations()
+    profiles = dict(profiles or {})
+    profiles["Subscription"] = [*profiles.get("Subscription", []), SUBSCRIPTION_PROFILE]
     resources = [
         resource_capability(
             name,
             type_interactions,
-            (profiles or {}).get(name, []),
+            profiles.get(name, []),
             sorted(operations.get(None, set()) | operations.get(name, set())),
         )
         for name in sorted(resource_types())
     ]
+    if topics:
+        subscription = next(r for r in resources if r["type"] == "Subscription")
+        extensions = [{"url": TOPIC_CANONICAL, "valueCanonical": url} for url in sorted(topics)]
+        resources[resources.index(subscription)] = {"extension": extensions, **subscription}
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -125,11 +143,17 @@ def _param_capability(param: SearchParam) -> dict[str, Any]:
     return capability
 
 
+def topic_urls(topics: Any) -> list[str]:
+    """The canonical urls of the loaded SubscriptionTopics."""
+    return sorted(topic.url for topic in topics)
+
+
 async def metadata(request: Request) -> Response:
     pretty = check_response_format(request)
     ctx = context(request)
     profiles: dict[str, list[str]] = {}
     for profile in ctx.validator.profiles.values():
         profiles.setdefault(profile.type, []).append(profile.url)
-    statement = capability_statement(ctx.base_url, ctx.storage.name, profiles)
+    topics = topic_urls(request.app.state.topics)
+    statement = capability_statement(ctx.base_url, ctx.storage.name, profiles, topics)
     return json_response(statement, pretty=pretty)

@@ -46,6 +46,8 @@ from fhir_server.patch import MEDIA_TYPES as PATCH_MEDIA_TYPES
 from fhir_server.resource_types import is_resource_type
 from fhir_server.security.principal import ANONYMOUS
 from fhir_server.storage.port import ResourceVersion
+from fhir_server.subscriptions import operations as subscription_operations
+from fhir_server.subscriptions import websocket as subscription_websocket
 
 Handler = Callable[[Request], Awaitable[Response]]
 Level = Literal["instance", "type", "system"]
@@ -381,6 +383,50 @@ async def _indicators(request: Request, id: str | None) -> Response:
     return json_response(await indicator_reports(ctx, ask, id), 200, pretty=pretty)
 
 
+async def subscription_status(request: Request) -> Response:
+    """`Subscription/$status` and `Subscription/[id]/$status` (Backport IG)."""
+    pretty = check_response_format(request)
+    ctx = context(request)
+    params = subscription_operations.operation_params(
+        query_pairs(request), await _operation_body(request, ctx)
+    )
+    id = request.path_params.get("id")
+    if id is not None:
+        crud.check_id(id)
+    result = await subscription_operations.status(ctx, request.app.state.topics, id, params)
+    return json_response(result, 200, pretty=pretty)
+
+
+async def subscription_events(request: Request) -> Response:
+    """`Subscription/[id]/$events`: retained notifications replayed (Backport IG)."""
+    pretty = check_response_format(request)
+    ctx = context(request)
+    params = subscription_operations.operation_params(
+        query_pairs(request), await _operation_body(request, ctx)
+    )
+    id = request.path_params["id"]
+    crud.check_id(id)
+    result = await subscription_operations.events(ctx, request.app.state.topics, id, params)
+    return json_response(result, 200, pretty=pretty)
+
+
+async def subscription_binding_token(request: Request) -> Response:
+    """`Subscription/$get-ws-binding-token` and `Subscription/[id]/$get-ws-binding-token`."""
+    pretty = check_response_format(request)
+    ctx = context(request)
+    params = subscription_operations.operation_params(
+        query_pairs(request), await _operation_body(request, ctx)
+    )
+    ids = [i for k, v in params if k == "id" for i in v.split(",") if i]
+    for id in ids:
+        crud.check_id(id, "Parameters.parameter('id')")
+    state = request.app.state
+    result = await subscription_websocket.binding_token(
+        ctx, state.websockets, state.topics, request.path_params.get("id"), ids
+    )
+    return json_response(result, 200, pretty=pretty)
+
+
 async def bundle_post(request: Request) -> Response:
     """`POST [base]`: a batch or transaction Bundle; the response Bundle says what happened."""
     pretty = check_response_format(request)
@@ -409,6 +455,28 @@ ROUTES: tuple[Route, ...] = (
         indicators_organization,
         "$indicators",
         "instance",
+    ),
+    # Subscriptions (Backport IG): before `/{type}/{id}` and `/{type}/{id}/{target}` too.
+    *(
+        Route(path, method, handler, name, level)
+        for path, handler, name, level in (
+            ("/Subscription/$status", subscription_status, "$status", "type"),
+            ("/Subscription/{id}/$status", subscription_status, "$status", "instance"),
+            ("/Subscription/{id}/$events", subscription_events, "$events", "instance"),
+            (
+                "/Subscription/$get-ws-binding-token",
+                subscription_binding_token,
+                "$get-ws-binding-token",
+                "type",
+            ),
+            (
+                "/Subscription/{id}/$get-ws-binding-token",
+                subscription_binding_token,
+                "$get-ws-binding-token",
+                "instance",
+            ),
+        )
+        for method in ("GET", "POST")
     ),
     Route("/{type}/$validate", "POST", validate_type, "$validate", "type"),
     Route("/{type}/{id}/$validate", "POST", validate_instance, "$validate", "instance"),

@@ -23,6 +23,7 @@ from fhir_server.search.parser import criteria_key, parse_search
 from fhir_server.search.query import SearchQuery
 from fhir_server.sip.process import on_write
 from fhir_server.storage.port import ResourceVersion, UnitOfWork, VersionConflict
+from fhir_server.subscriptions import events as subscriptions
 
 ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 MAX_ATTEMPTS = 5
@@ -141,7 +142,7 @@ async def delete(ctx: Context, type: str, id: str, if_match: int | None) -> Reso
         current = await uow.current(type, id)
         if if_match is not None and (current is None or current.version != if_match):
             raise precondition_failed(type, id, if_match)
-        return await delete_current(uow, current)
+        return await delete_current(uow, current, ctx)
 
     return await retried(ctx, type, id, if_match, step)
 
@@ -154,7 +155,7 @@ async def conditional_delete(
     query = criteria_query(type, criteria)
     try:
         async with ctx.storage.unit_of_work() as uow:
-            return await delete_current(uow, await match_one(ctx, uow, query, "delete"))
+            return await delete_current(uow, await match_one(ctx, uow, query, "delete"), ctx)
     except VersionConflict:
         raise concurrent_change(f"{type} matching the criteria") from None
 
@@ -180,26 +181,40 @@ async def store(
     ctx: Context, uow: UnitOfWork, version: ResourceVersion, resource: dict[str, Any]
 ) -> None:
     """Every write of a resource's new version: the process's rules first (gates may refuse,
-    obligations open and close in the same unit of work), then the version and its index."""
+    obligations open and close in the same unit of work), then the version and its index,
+    then the subscription topics it fires (read against the version it replaces)."""
+    watched = subscriptions.watches(ctx, version.type)
+    previous = await uow.current(version.type, version.id) if watched else None
     await on_write(ctx, uow, version, resource)
-    await uow.put(version, index_entries(version.type, resource))
+    index = index_entries(version.type, resource)
+    await uow.put(version, index)
+    if watched:
+        await subscriptions.on_write(
+            ctx, uow, version.type, previous, version, resource, index=index
+        )
 
 
 async def delete_current(
-    uow: UnitOfWork, current: ResourceVersion | None
+    uow: UnitOfWork, current: ResourceVersion | None, ctx: Context | None = None
 ) -> ResourceVersion | None:
+    """Delete the current version; with `ctx`, the delete fires the topics watching it."""
     if current is None or current.deleted:
         return None
     version = deleted_version(current)
     await uow.put(version, ())
+    if ctx is not None:
+        await subscriptions.on_write(ctx, uow, version.type, current, version, None)
     return version
 
 
 def accept(ctx: Context, resource: dict[str, Any], type: str) -> None:
     """What every write does before storing: Swedish person numbers to their stored form,
-    then validation (R4 and profiles; FhirError if refused)."""
+    then validation (R4 and profiles; FhirError if refused); a Subscription must be one the
+    server can honour (422 naming the element) and its status is the server's to set."""
     normalise_identifiers(resource)
     ctx.validator.check(resource, type)
+    if type == "Subscription":
+        subscriptions.check_subscription(ctx, resource)
 
 
 async def retried(

@@ -182,7 +182,7 @@ async def _apply(
         current = await uow.current(entry.type, plan.id)
         if entry.if_match is not None and (current is None or current.version != entry.if_match):
             raise crud.precondition_failed(entry.type, plan.id, entry.if_match)
-        deleted = await crud.delete_current(uow, current)
+        deleted = await crud.delete_current(uow, current, ctx)
         if deleted is None:
             return {"response": {"status": "204 No Content"}}
         return _response(deleted, "204 No Content")

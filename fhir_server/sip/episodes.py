@@ -37,6 +37,7 @@ from fhir_server.sip.resources import (
 )
 from fhir_server.sip.resources import find_versions as find
 from fhir_server.storage.port import ResourceVersion, UnitOfWork
+from fhir_server.subscriptions.events import on_server_write
 
 DISCHARGE, SIP_PROCESS = "SPU", "SIP"  # Inera typeofcareplan-cs
 KIND_DISPLAY = {
@@ -256,7 +257,9 @@ async def put(uow: UnitOfWork, resource: dict[str, Any], previous: ResourceVersi
     type = resource["resourceType"]
     method = "PUT" if previous is not None else "POST"
     version = stored_version(resource, type, resource["id"], previous, method)
-    await uow.put(version, index_entries(type, resource))
+    index = index_entries(type, resource)
+    await uow.put(version, index)
+    await on_server_write(uow, previous, version, resource, index)
 
 
 async def create(uow: UnitOfWork, episode: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from fhir_server.sip.clock import instant, local_moment
 from fhir_server.sip.resources import codes, coding, reference, resource_of
 from fhir_server.sip.resources import find_versions as find
 from fhir_server.storage.port import ResourceVersion, UnitOfWork
+from fhir_server.subscriptions.events import on_server_write
 
 OBLIGATION_TYPE = "http://sip-fhir.se/fhir/CodeSystem/sip-obligation-type"
 OBLIGATION_PROFILE = "http://sip-fhir.se/fhir/StructureDefinition/sip-obligation"
@@ -115,7 +116,9 @@ async def open_task(uow: UnitOfWork, obligation: Obligation) -> dict[str, Any]:
 async def put_task(uow: UnitOfWork, task: dict[str, Any], previous: ResourceVersion | None) -> None:
     method = "PUT" if previous is not None else "POST"
     version = stored_version(task, "Task", task["id"], previous, method)
-    await uow.put(version, index_entries("Task", task))
+    index = index_entries("Task", task)
+    await uow.put(version, index)
+    await on_server_write(uow, previous, version, task, index)
 
 
 def deadline_of(task: dict[str, Any]) -> datetime | None:

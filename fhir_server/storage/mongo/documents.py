@@ -3,6 +3,9 @@
 `resources` holds one document per resource (its current version plus the `idx` array of
 search values); `history` holds one document per version, keyed `{type}/{id}/{version}` so
 that the unique `_id` decides which writer gets a version number. `locks` holds leases.
+The subscriptions' outbox (see `outbox`): `topic_events` (`_id` = seq, from the `counters`
+document `topic_events`), `subscription_states` (`_id` = Subscription id), `notifications`
+(`_id` = `{subscription}/{number}`), `leases` (named leases: the one dispatcher).
 """
 
 from __future__ import annotations
@@ -14,12 +17,18 @@ from typing import Any
 from bson import Binary
 
 from fhir_server.search.mongo import index_document, sort_keys
-from fhir_server.storage.port import IndexEntry, ResourceVersion
+from fhir_server.storage.port import IndexEntry, ResourceVersion, TopicEvent
 
 RESOURCES = "resources"
 HISTORY = "history"
 LOCKS = "locks"
 META = "meta"  # small key/value facts about the stored data, e.g. the index version
+TOPIC_EVENTS = "topic_events"
+SUBSCRIPTION_STATES = "subscription_states"
+NOTIFICATIONS = "notifications"
+COUNTERS = "counters"
+LEASES = "leases"
+EVENT_COUNTER = "topic_events"  # the `counters` document whose `seq` numbers topic events
 
 # Everything a ResourceVersion needs; leaves out `idx`, which can be large.
 VERSION_FIELDS: dict[str, int] = {
@@ -69,6 +78,14 @@ INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
     (HISTORY, [("type", 1), ("id", 1), ("version", -1)], {"name": "type_id_version"}),
     # TTL: the server eventually removes abandoned leases; takeover does not wait for it.
     (LOCKS, [("expires_at", 1)], {"name": "lease_ttl", "expireAfterSeconds": 0}),
+    # A subscription's notifications by number ($events, delivery); retention by event.
+    (
+        NOTIFICATIONS,
+        [("subscription", 1), ("number", 1)],
+        {"name": "subscription_number", "unique": True},
+    ),
+    (NOTIFICATIONS, [("seq", 1)], {"name": "seq"}),
+    (TOPIC_EVENTS, [("at", 1)], {"name": "at"}),  # retention (and the collection exists)
 ]
 
 
@@ -105,6 +122,32 @@ def current_document(version: ResourceVersion, index: Sequence[IndexEntry]) -> d
 
 def index_documents(index: Sequence[IndexEntry]) -> list[dict[str, Any]]:
     return [index_document(entry) for entry in index]
+
+
+def event_document(event: TopicEvent, seq: int) -> dict[str, Any]:
+    e = event
+    return {
+        "_id": seq,
+        "topic": e.topic,
+        "focus_type": e.focus_type,
+        "focus_id": e.focus_id,
+        "focus_version": e.focus_version,
+        "interaction": e.interaction,
+        "at": e.at,
+    }
+
+
+def to_event(document: Mapping[str, Any]) -> TopicEvent:
+    d = document
+    return TopicEvent(
+        topic=d["topic"],
+        focus_type=d["focus_type"],
+        focus_id=d["focus_id"],
+        focus_version=int(d["focus_version"]),
+        interaction=d["interaction"],
+        at=d["at"],
+        seq=int(d["_id"]),
+    )
 
 
 def to_version(document: Mapping[str, Any]) -> ResourceVersion:

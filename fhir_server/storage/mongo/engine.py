@@ -1,7 +1,8 @@
 """The MongoDB engine of the storage port (motor, async).
 
 Collections (see `documents`): `resources` (current version + `idx` search values per
-resource), `history` (every version, `_id = "{type}/{id}/{version}"`), `locks` (leases).
+resource), `history` (every version, `_id = "{type}/{id}/{version}"`), `locks` (leases), and
+the subscriptions' outbox (`outbox`).
 
 Version numbers are race-safe because the history `_id` is unique: of two writers creating the
 same version, the second insert fails with a duplicate key and becomes `VersionConflict`.
@@ -56,6 +57,7 @@ from fhir_server.storage.mongo.documents import (
     to_version,
 )
 from fhir_server.storage.mongo.locks import KeyLocks
+from fhir_server.storage.mongo.outbox import MongoOutbox, ensure_outbox
 from fhir_server.storage.mongo.unit_of_work import MongoUnitOfWork
 from fhir_server.storage.port import (
     AccessFilter,
@@ -115,6 +117,9 @@ class MongoStorage:
         self.lock_timeout = lock_timeout
         self.lease_seconds = lease
         self.key_locks = KeyLocks()
+        # The fallback commit's event counter and insert, one unit of work at a time.
+        self.event_lock = asyncio.Lock()
+        self.outbox = MongoOutbox(self)
         self.transactions = False
         self.search_timeout = SEARCH_TIMEOUT
         self._owns_client = False
@@ -123,6 +128,7 @@ class MongoStorage:
         """Create indexes (idempotent: same names and specs) and detect transaction support."""
         for collection, keys, options in INDEXES:
             await self.db[collection].create_index(keys, **options)
+        await ensure_outbox(self.db)
         self.transactions = await self._supports_transactions()
         log.info("mongo storage open; multi-document transactions: %s", self.transactions)
 

@@ -31,12 +31,14 @@ from fhir_server.storage.mongo.documents import (
     to_version,
 )
 from fhir_server.storage.mongo.locks import acquire_lease, release_lease
+from fhir_server.storage.mongo.outbox import append_events
 from fhir_server.storage.port import (
     AccessFilter,
     IndexEntry,
     Minted,
     ResourceVersion,
     StorageError,
+    TopicEvent,
     VersionConflict,
 )
 
@@ -59,6 +61,7 @@ class MongoUnitOfWork:
         self._owner = uuid.uuid4().hex
         self._writes: list[_Write] = []
         self._latest: dict[str, _Write] = {}  # resource key -> last buffered write
+        self._events: list[TopicEvent] = []  # seqs given at commit (see `outbox`)
         self._held: list[str] = []
         self._created = Minted()  # minted here: nothing stored refers to them
         self._closed = False
@@ -86,6 +89,11 @@ class MongoUnitOfWork:
 
     def derive(self, type: str, id: str, source: str) -> str:
         return self._created.derive(type, id, source)
+
+    async def add_event(self, event: TopicEvent) -> None:
+        """Buffered like the writes: a rollback drops it, the commit numbers and stores it."""
+        self._check_open()
+        self._events.append(event)
 
     async def current(self, type: str, id: str) -> ResourceVersion | None:
         write = self._latest.get(resource_key(type, id))
@@ -151,7 +159,7 @@ class MongoUnitOfWork:
     async def commit(self) -> None:
         self._check_open()
         self._closed = True
-        if not self._writes:
+        if not self._writes and not self._events:
             return
         if self._storage.transactions:
             await self._commit_transaction()
@@ -163,6 +171,7 @@ class MongoUnitOfWork:
         self._closed = True
         self._writes.clear()
         self._latest.clear()
+        self._events.clear()
         storage = self._storage
         while self._held:
             key = self._held.pop()
@@ -185,6 +194,8 @@ class MongoUnitOfWork:
                     upsert=True,
                     session=session,
                 )
+            if self._events:  # last: the counter's write conflict orders the commits
+                await append_events(storage.db, self._events, session)
 
         async with await storage.client.start_session() as session:
             try:
@@ -215,6 +226,9 @@ class MongoUnitOfWork:
                     current_document(v, write.index),
                     upsert=True,
                 )
+        if self._events:  # after the data; counter and insert together, within this process
+            async with storage.event_lock:
+                await append_events(storage.db, self._events)
 
     def _writes_of(self, key: str) -> list[_Write]:
         return [w for w in self._writes if resource_key(w.version.type, w.version.id) == key]

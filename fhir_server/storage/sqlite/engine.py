@@ -52,6 +52,7 @@ from fhir_server.storage.port import (
     Minted,
     Page,
     ResourceVersion,
+    TopicEvent,
     VersionConflict,
 )
 from fhir_server.storage.sqlite.connections import (
@@ -62,6 +63,7 @@ from fhir_server.storage.sqlite.connections import (
     in_thread,
     interrupted,
 )
+from fhir_server.storage.sqlite.outbox import SqliteOutbox, insert_events
 from fhir_server.storage.sqlite.schema import SCHEMA, declared_indexes
 from fhir_server.storage.sqlite.writes import Rows, index_rows, put_all, replace_index
 
@@ -94,6 +96,7 @@ class SqliteStorage:
         self._reads: aiosqlite.Connection | None = None  # read/vread only: never a search's
         self.pool: Pool | None = None  # searches and history
         self._write_lock = asyncio.Lock()
+        self.outbox = SqliteOutbox(self)
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -115,6 +118,18 @@ class SqliteStorage:
     def _reader(self) -> aiosqlite.Connection:
         assert self._reads is not None, "storage not open"
         return self._reads
+
+    async def run_write(self, fn: Any, *args: Any) -> Any:
+        """`fn(conn, *args)` as its own `BEGIN IMMEDIATE` transaction on the writer, in one
+        thread hop: the outbox's writes, which take the writer lock like a unit of work so
+        they never land inside one's transaction."""
+        assert self._writer is not None, "storage not open"
+        async with self._write_lock:
+            return await in_thread(self._writer, _transaction, fn, *args)
+
+    async def run_read(self, fn: Any, *args: Any) -> Any:
+        """`fn(conn, *args)` on the read connection (committed data only), in one hop."""
+        return await in_thread(self._reader(), fn, *args)
 
     def _searcher(self) -> AbstractAsyncContextManager[Connection]:
         assert self.pool is not None, "storage not open"
@@ -189,6 +204,7 @@ class SqliteUnitOfWork:
         self._deadline = deadline
         self._timeout = timeout
         self._pending: list[tuple[ResourceVersion, Rows]] = []
+        self._events: list[TopicEvent] = []  # inserted with the puts, at the flush
         # Every put of this unit of work, flushed or not (the latest per resource), and the
         # ids it minted: nothing stored refers to them.
         self._mine: dict[tuple[str, str], tuple[ResourceVersion, tuple[IndexEntry, ...]]] = {}
@@ -226,6 +242,12 @@ class SqliteUnitOfWork:
 
     def derive(self, type: str, id: str, source: str) -> str:
         return self._created.derive(type, id, source)
+
+    async def add_event(self, event: TopicEvent) -> None:
+        """Buffered with the puts: inserted in this transaction at the flush, so its seq
+        follows commit order (writers are serialised) and a rollback drops it."""
+        self.check()
+        self._events.append(event)
 
     async def current(self, type: str, id: str) -> ResourceVersion | None:
         key = (type, id)
@@ -291,12 +313,14 @@ class SqliteUnitOfWork:
         self._pending.append((v, index_rows(v.type, v.id, entries)))
 
     async def flush(self) -> None:
-        """Write the buffered puts (VersionConflict if a version exists already)."""
-        if not self._pending:
+        """Write the buffered puts and topic events (VersionConflict if a version exists
+        already)."""
+        if not self._pending and not self._events:
             return
         batch, self._pending = self._pending, []
+        events, self._events = self._events, []
         try:
-            await self._run(put_all, batch)
+            await self._run(_write_all, batch, events)
         except sqlite3.IntegrityError:
             v = batch[0][0] if len(batch) == 1 else None
             what = f"{v.type}/{v.id} version {v.version}" if v else "a version written here"
@@ -355,6 +379,27 @@ def _timed(
         raise
     finally:
         deadline.disarm()
+
+
+def _write_all(
+    conn: sqlite3.Connection, batch: list[tuple[ResourceVersion, Rows]], events: list[TopicEvent]
+) -> None:
+    if batch:
+        put_all(conn, batch)
+    if events:
+        insert_events(conn, events)
+
+
+def _transaction(conn: sqlite3.Connection, fn: Any, *args: Any) -> Any:
+    """`fn(conn, *args)` in a transaction of its own: committed, or rolled back on error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn, *args)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
 
 
 def _end(conn: sqlite3.Connection, deadline: Deadline, statement: str) -> None:

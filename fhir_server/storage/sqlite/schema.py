@@ -104,6 +104,43 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference "
     "(target_type, target_id, type, param, id)",
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    # The subscriptions' outbox (see `outbox`). AUTOINCREMENT: a seq is never reused, even
+    # after retention dropped the newest events, so nothing lands behind the fan-out cursor
+    # (kept in `meta`).
+    """CREATE TABLE IF NOT EXISTS topic_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic TEXT NOT NULL,
+        focus_type TEXT NOT NULL,
+        focus_id TEXT NOT NULL,
+        focus_version INTEGER NOT NULL,
+        interaction TEXT NOT NULL,
+        at TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS subscription_states (
+        subscription TEXT PRIMARY KEY,
+        topic TEXT NOT NULL,
+        start_seq INTEGER NOT NULL,
+        number INTEGER NOT NULL DEFAULT 0,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        failures INTEGER NOT NULL DEFAULT 0,
+        next_attempt TEXT,
+        last_error TEXT,
+        last_sent TEXT
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS notifications (
+        subscription TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (subscription, number)
+    ) WITHOUT ROWID""",
+    # Retention drops an event's notifications with it.
+    "CREATE INDEX IF NOT EXISTS notifications_by_seq ON notifications (seq)",
+    # Named leases (the one dispatcher); `expires` in wall-clock seconds, shared by processes.
+    """CREATE TABLE IF NOT EXISTS leases (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        expires REAL NOT NULL
+    ) WITHOUT ROWID""",
 )
 
 

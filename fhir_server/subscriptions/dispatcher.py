@@ -1,0 +1,578 @@
+"""The one dispatcher per database: topic events in, numbered notifications out.
+
+It holds the `subscriptions` lease, so however many processes serve the same database exactly
+one fans the outbox's topic events out to the subscriptions and delivers them. Each round it
+loads the live Subscriptions, activates new ones (a rest-hook handshake first), fans out the
+events after its cursor, and starts one delivery per subscription that has something due.
+Deliveries run as tasks with a slot of their own, so a dead endpoint waits out its backoff
+without holding up any other subscriber, and each subscription gets its notifications in
+number order with one bundle in flight. Nothing is given up: a failing endpoint is retried
+with capped exponential backoff for as long as the Subscription exists and is not `off`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from fhir_server import fhirjson
+from fhir_server.config import Settings
+from fhir_server.errors import FhirError
+from fhir_server.interactions.versions import INSTANT_FORMAT, parse_instant, stored_version
+from fhir_server.search.indexer import index_entries
+from fhir_server.search.parser import parse_search
+from fhir_server.storage.port import (
+    AccessFilter,
+    Notification,
+    Storage,
+    SubscriptionState,
+    TopicEvent,
+    VersionConflict,
+)
+from fhir_server.subscriptions import notifications as bundles
+from fhir_server.subscriptions.matching import filters_match
+from fhir_server.subscriptions.model import SubscriptionSpec, parse_subscription
+from fhir_server.subscriptions.rest_hook import DeliveryError, post, short
+
+if TYPE_CHECKING:
+    from fhir_server.subscriptions.topics import Topics
+    from fhir_server.subscriptions.websocket import WebsocketHub
+
+log = logging.getLogger(__name__)
+
+LEASE = "subscriptions"
+LIVE_STATUSES = "requested,active,error"
+CONCURRENCY = 32  # deliveries in flight at once, over all subscriptions
+EVENT_BATCH = 500  # topic events fanned out per storage call
+PAGE = 500  # Subscriptions per search page when loading them
+PRUNE_EVERY = 60.0  # seconds between retention sweeps
+ALL = AccessFilter()  # the dispatcher is the server itself: it sees every resource
+
+Now = Callable[[], datetime]
+ClientFactory = Callable[[], httpx.AsyncClient]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def instant(moment: datetime) -> str:
+    """A FHIR instant with microseconds, as the outbox stores them (sortable as text)."""
+    return moment.astimezone(UTC).strftime(INSTANT_FORMAT)
+
+
+def default_client() -> httpx.AsyncClient:
+    """No proxies from the environment and no redirects: notifications go to the endpoint
+    the subscriber registered, nowhere else."""
+    return httpx.AsyncClient(follow_redirects=False, trust_env=False)
+
+
+def blank_state(spec: SubscriptionSpec) -> SubscriptionState:
+    """The state of a subscription the outbox does not track yet (handshake, $status)."""
+    return SubscriptionState(spec.id, spec.topic, 0, 0, 0, 0, None, None, None)
+
+
+def backoff(settings: Settings, failures: int) -> float:
+    """Seconds before the next attempt after `failures` consecutive failures."""
+    base, cap = settings.subscription_retry_base, settings.subscription_retry_cap
+    return min(cap, base * 2 ** min(failures - 1, 62))
+
+
+def base_url_of(settings: Settings) -> str:
+    """Where notifications say the server is: FHIR_BASE_URL (set it in production; a
+    background task has no request whose Host it could use)."""
+    if settings.base_url:
+        return settings.base_url.rstrip("/")
+    return f"http://localhost{settings.base_path.rstrip('/')}"
+
+
+@dataclass(slots=True)
+class _Retry:
+    """A handshake that failed: handshakes have no outbox state, so their backoff is here."""
+
+    failures: int
+    next_attempt: datetime
+
+
+async def load_subscription(
+    storage: Storage, topics: Topics, settings: Settings, id: str
+) -> SubscriptionSpec | None:
+    """One stored Subscription as a spec; None when absent, deleted or not parseable."""
+    version = await storage.read("Subscription", id, ALL)
+    if version is None or version.json is None:
+        return None
+    try:
+        return parse_subscription(fhirjson.loads_resource(version.json), topics, settings)
+    except FhirError:
+        return None
+
+
+async def focus_resources(
+    storage: Storage, notes: list[Notification]
+) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """The focus versions of `notes` (full-resource payloads), by (type, id, version)."""
+    found: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for note in notes:
+        event = note.event
+        key = (event.focus_type, event.focus_id, event.focus_version)
+        if key in found:
+            continue
+        version = await storage.vread(*key, ALL)
+        if version is not None and version.json is not None:
+            found[key] = fhirjson.loads_resource(version.json)
+    return found
+
+
+async def shape_context(
+    storage: Storage,
+    topics: Topics,
+    spec: SubscriptionSpec,
+    notes: list[Notification],
+    resources: dict[tuple[str, str, int], dict[str, Any]],
+    content: str,
+) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
+    """The topic's notificationShape resources (its includes and revIncludes) for each focus
+    version in `resources`, as they are now: the `additional-context` of the events."""
+    topic = topics.get(spec.topic)
+    if topic is None or content == "empty":
+        return {}
+    context: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for key, focus in resources.items():
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for type, id in bundles.shape_includes(topic, key[0], focus):
+            version = await storage.read(type, id, ALL)
+            if version is not None and version.json is not None:
+                found[(type, id)] = fhirjson.loads_resource(version.json)
+        for source, param, reference in bundles.shape_rev_includes(topic, key[0], key[1]):
+            try:
+                query = parse_search(source, [(param, reference), ("_count", str(PAGE))]).query
+            except FhirError:
+                continue
+            for version in (await storage.search(query, ALL)).items:
+                if version.json is not None:
+                    found[(version.type, version.id)] = fhirjson.loads_resource(version.json)
+        if found:
+            context[key] = list(found.values())
+    return context
+
+
+class Dispatcher:
+    """Fans topic events out and delivers notifications while it holds the lease."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        settings: Settings,
+        now: Now = utc_now,
+        http_client_factory: ClientFactory = default_client,
+        *,
+        topics: Topics,
+        base_url: str | None = None,
+        websockets: WebsocketHub | None = None,
+    ) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.now = now
+        self.topics = topics
+        self.base_url = base_url or base_url_of(settings)
+        self.websockets = websockets
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.holding = False
+        self.specs: dict[str, SubscriptionSpec] = {}
+        self._client_factory = http_client_factory
+        self._client: httpx.AsyncClient | None = None
+        self._wake = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._retries: dict[str, _Retry] = {}
+        self._verified: set[str] = set()  # handshakes that succeeded, to activate in step()
+        self._renewed = 0.0
+        self._pruned = 0.0
+        self._warned: set[tuple[str, str]] = set()
+
+    def notify(self) -> None:
+        """Something was committed (or a delivery ended): look again now, not at the poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Rounds until cancelled; a failing round is logged and the next one runs."""
+        self._client = self._client_factory()
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    await self.step()
+                except Exception:
+                    log.exception("subscription dispatch round failed")
+                # A timer rather than asyncio.wait_for: a cancel landing as wait_for's timeout
+                # fires can be lost on Python 3.11, and the lifespan would wait forever.
+                loop = asyncio.get_running_loop()
+                timer = loop.call_later(self.settings.subscription_poll_interval, self.notify)
+                try:
+                    await self._wake.wait()
+                finally:
+                    timer.cancel()
+        finally:
+            await self._cancel_tasks()
+            if self.holding:
+                with contextlib.suppress(Exception):
+                    await self.storage.outbox.release_lease(LEASE, self.owner)
+                self.holding = False
+            await self._client.aclose()
+
+    async def step(self) -> None:
+        """One round: lease, subscriptions, activations, fan-out, deliveries, retention."""
+        if not await self._hold_lease():
+            return
+        outbox = self.storage.outbox
+        specs, seen = await self._load()
+        states = {s.subscription: s for s in await outbox.states()}
+        for id in states.keys() - seen:  # deleted or turned off by its owner
+            await outbox.stop(id)
+            states.pop(id)
+        for id in list(self._retries):
+            if id not in specs:
+                self._retries.pop(id)
+        for spec in [s for s in specs.values() if self._ended(s)]:
+            await self._set_status(spec.id, "off", None)
+            await outbox.stop(spec.id)
+            states.pop(spec.id, None)
+            specs.pop(spec.id)
+        self.specs = specs
+        await self._activate(specs, states)
+        await self._fan_out(specs, states)
+        states = {s.subscription: s for s in await outbox.states()}
+        self._start_deliveries(specs, states)
+        await self._prune_if_due()
+
+    # -- lease -------------------------------------------------------------------------------
+
+    async def _hold_lease(self) -> bool:
+        lease = self.settings.subscription_lease
+        if self.holding and time.monotonic() - self._renewed < lease / 3:
+            return True
+        held = await self.storage.outbox.take_lease(LEASE, self.owner, lease)
+        if held:
+            self._renewed = time.monotonic()
+        elif self.holding:
+            log.warning("subscription lease lost; dispatching stops until it is retaken")
+            await self._cancel_tasks()
+        self.holding = held
+        return held
+
+    async def _cancel_tasks(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    async def _load(self) -> tuple[dict[str, SubscriptionSpec], set[str]]:
+        """The live Subscriptions as specs, and the ids of every live one (parseable or
+        not: one the server cannot read any more keeps its notifications)."""
+        pairs = [("status", LIVE_STATUSES), ("_count", str(PAGE)), ("_total", "none")]
+        query = parse_search("Subscription", pairs, max_count=PAGE).query
+        specs: dict[str, SubscriptionSpec] = {}
+        seen: set[str] = set()
+        while True:
+            page = await self.storage.search(query, ALL)
+            for version in page.items:
+                seen.add(version.id)
+                if version.json is None:
+                    continue
+                resource = fhirjson.loads_resource(version.json)
+                try:
+                    specs[version.id] = parse_subscription(resource, self.topics, self.settings)
+                except FhirError as exc:
+                    self._warn_once(version.id, str(exc))
+            if not page.has_more or not page.items:
+                return specs, seen
+            if page.keyed and page.last_key is not None:
+                query = replace(query, after_key=tuple(page.last_key), offset=0)
+            else:
+                query = replace(query, after=page.items[-1].id)
+
+    def _ended(self, spec: SubscriptionSpec) -> bool:
+        """Past `Subscription.end`: the server turns it off (R4 Subscription.end)."""
+        end = spec.end
+        if end is None:
+            return False
+        moment = end if isinstance(end, datetime) else parse_instant(str(end))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment <= self.now()
+
+    def _warn_once(self, id: str, message: str) -> None:
+        if (id, message) not in self._warned:
+            self._warned.add((id, message))
+            log.warning("Subscription/%s is not dispatched: %s", id, message)
+
+    async def _activate(
+        self, specs: dict[str, SubscriptionSpec], states: dict[str, SubscriptionState]
+    ) -> None:
+        """Start the outbox state of verified subscriptions (here, between fan-outs, so no
+        event can fall between a subscription's start and the next fan-out), and send
+        handshakes to new rest-hook ones."""
+        now = self.now()
+        started: set[str] = set()
+        for id in sorted(self._verified):
+            self._verified.discard(id)
+            spec = specs.get(id)
+            if spec is None:
+                continue
+            states[id] = await self._start(spec, now)
+            started.add(id)
+        for spec in specs.values():
+            needs = spec.status == "requested" or spec.id not in states
+            busy = spec.id in self._tasks or spec.id in started or spec.id in self._verified
+            if not needs or busy:  # a handshake that ended meanwhile waits in _verified
+                continue
+            if spec.channel == "websocket":  # nothing to verify: the client connects
+                states[spec.id] = await self._start(spec, now)
+                continue
+            retry = self._retries.get(spec.id)
+            if retry is not None and retry.next_attempt > now:
+                continue
+            self._spawn(spec.id, self._handshake(spec))
+
+    async def _start(self, spec: SubscriptionSpec, now: datetime) -> SubscriptionState:
+        outbox = self.storage.outbox
+        state = await outbox.start(spec.id, spec.topic, await outbox.last_seq())
+        await outbox.record(
+            spec.id, failures=0, next_attempt=None, last_error=None, last_sent=instant(now)
+        )
+        self._retries.pop(spec.id, None)
+        await self._set_status(spec.id, "active", None)
+        return state
+
+    async def _handshake(self, spec: SubscriptionSpec) -> None:
+        bundle = bundles.handshake(spec, blank_state(spec), self.base_url)
+        try:
+            await self._send(spec, bundle)
+        except DeliveryError as exc:
+            retry = self._retries.get(spec.id)
+            failures = (retry.failures if retry else 0) + 1
+            delay = backoff(self.settings, failures)
+            self._retries[spec.id] = _Retry(failures, self.now() + timedelta(seconds=delay))
+            message = short(f"Handshake failed: {exc}")
+            await self._set_status(spec.id, "error", message, only_if_changed=False)
+        else:
+            self._verified.add(spec.id)
+
+    async def _set_status(
+        self, id: str, status: str, error: str | None, *, only_if_changed: bool = True
+    ) -> None:
+        """The server's own change of a Subscription's status: a new version written
+        straight to storage (no client checks: the server is not a client of itself). A
+        Subscription its owner changed meanwhile (off, deleted) is left as its owner left it.
+        """
+        try:
+            async with self.storage.unit_of_work() as uow:
+                current = await uow.current("Subscription", id)
+                if current is None or current.json is None:
+                    return
+                resource = fhirjson.loads_resource(current.json)
+                if resource.get("status") == "off":
+                    return
+                same_status = resource.get("status") == status
+                if same_status and (only_if_changed or resource.get("error") == error):
+                    return
+                resource["status"] = status
+                if error is None:
+                    resource.pop("error", None)
+                else:
+                    resource["error"] = error
+                version = stored_version(resource, "Subscription", id, current, "PUT")
+                await uow.put(version, index_entries("Subscription", resource))
+        except VersionConflict:
+            log.info("Subscription/%s changed while its status was set; next round", id)
+
+    # -- fan-out -----------------------------------------------------------------------------
+
+    async def _fan_out(
+        self, specs: dict[str, SubscriptionSpec], states: dict[str, SubscriptionState]
+    ) -> None:
+        """Every topic event after the cursor to the started subscriptions of its topic whose
+        filters match the focus (a delete's focus: the version before it)."""
+        outbox = self.storage.outbox
+        by_topic: dict[str, list[SubscriptionSpec]] = {}
+        for spec in specs.values():
+            if spec.id in states:
+                by_topic.setdefault(spec.topic, []).append(spec)
+        cursor = await outbox.cursor()
+        while True:
+            events = await outbox.events_after(cursor, EVENT_BATCH)
+            if not events:
+                return
+            pairs: list[tuple[str, TopicEvent]] = []
+            focus_cache: dict[tuple[str, str, int], tuple[dict[str, Any], Any]] = {}
+            for event in events:
+                candidates = [
+                    s for s in by_topic.get(event.topic, ()) if states[s.id].start_seq < event.seq
+                ]
+                if not candidates:
+                    continue
+                focus, index = await self._focus(event, focus_cache)
+                for spec in sorted(candidates, key=lambda s: str(s.id)):
+                    if self._matches(spec, event.focus_type, focus, index):
+                        pairs.append((spec.id, event))
+            cursor = events[-1].seq
+            await outbox.fan_out(cursor, pairs)
+            if len(events) < EVENT_BATCH:
+                return
+
+    async def _focus(
+        self, event: TopicEvent, cache: dict[tuple[str, str, int], tuple[dict[str, Any], Any]]
+    ) -> tuple[dict[str, Any], Any]:
+        """The focus version the filters test, with its index entries (computed once for
+        all the subscriptions that test it)."""
+        version = event.focus_version - (1 if event.interaction == "delete" else 0)
+        key = (event.focus_type, event.focus_id, version)
+        if key not in cache:
+            stored = await self.storage.vread(*key, ALL)
+            if stored is not None and stored.json is not None:
+                focus = fhirjson.loads_resource(stored.json)
+            else:
+                focus = {"resourceType": event.focus_type, "id": event.focus_id}
+            cache[key] = (focus, index_entries(event.focus_type, focus))
+        return cache[key]
+
+    def _matches(
+        self, spec: SubscriptionSpec, type: str, focus: dict[str, Any], index: Any
+    ) -> bool:
+        try:
+            return filters_match(spec, type, focus, index=index)
+        except Exception:  # a filter the matcher cannot evaluate sends nothing
+            log.exception("Subscription/%s: filters could not be evaluated", spec.id)
+            return False
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    def _start_deliveries(
+        self, specs: dict[str, SubscriptionSpec], states: dict[str, SubscriptionState]
+    ) -> None:
+        now = self.now()
+        for id, spec in specs.items():
+            state = states.get(id)
+            if state is None or id in self._tasks or spec.status == "off":
+                continue
+            if state.next_attempt is not None and parse_instant(state.next_attempt) > now:
+                continue
+            if spec.channel == "websocket" and not (
+                self.websockets and self.websockets.connected(id)
+            ):
+                continue  # no socket bound: the notifications wait, nothing failed
+            if state.number > state.delivered:
+                self._spawn(id, self._deliver(spec, state))
+            elif spec.heartbeat_period and self._idle(state, now) >= spec.heartbeat_period:
+                self._spawn(id, self._heartbeat(spec, state))
+
+    @staticmethod
+    def _idle(state: SubscriptionState, now: datetime) -> float:
+        if state.last_sent is None:
+            return float("inf")
+        return (now - parse_instant(state.last_sent)).total_seconds()
+
+    def _spawn(self, id: str, work: Any) -> None:
+        async def slot() -> None:
+            try:
+                async with self._slots:
+                    await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("Subscription/%s: delivery failed unexpectedly", id)
+            finally:
+                self._tasks.pop(id, None)
+                self.notify()
+
+        self._tasks[id] = asyncio.create_task(slot(), name=f"subscription {id}")
+
+    async def _deliver(self, spec: SubscriptionSpec, state: SubscriptionState) -> None:
+        """The next batch (up to max-count, in number order) as one event-notification."""
+        batch = max(1, spec.max_count or 1)
+        notes = await self.storage.outbox.notifications(spec.id, state.delivered, None, batch)
+        if not notes:
+            return
+        resources = {}
+        if spec.payload != "empty":
+            resources = await focus_resources(self.storage, notes)
+        context = await shape_context(
+            self.storage, self.topics, spec, notes, resources, spec.payload
+        )
+        bundle = bundles.event_notification(
+            spec, state, notes, resources, self.base_url, context=context
+        )
+        await self._attempt(spec, state, bundle, delivered=notes[-1].number)
+
+    async def _heartbeat(self, spec: SubscriptionSpec, state: SubscriptionState) -> None:
+        bundle = bundles.heartbeat(spec, state, self.base_url)
+        await self._attempt(spec, state, bundle, delivered=None)
+
+    async def _attempt(
+        self,
+        spec: SubscriptionSpec,
+        state: SubscriptionState,
+        bundle: dict[str, Any],
+        delivered: int | None,
+    ) -> None:
+        outbox = self.storage.outbox
+        try:
+            sent = await self._send(spec, bundle)
+        except DeliveryError as exc:
+            failures = state.failures + 1
+            retry_at = self.now() + timedelta(seconds=backoff(self.settings, failures))
+            await outbox.record(
+                spec.id, failures=failures, next_attempt=instant(retry_at), last_error=str(exc)
+            )
+            if failures >= self.settings.subscription_error_after:
+                await self._set_status(spec.id, "error", str(exc))
+            return
+        if not sent:
+            return  # the socket went away: wait for the client to bind again
+        await outbox.record(
+            spec.id,
+            delivered=delivered,
+            failures=0,
+            next_attempt=None,
+            last_error=None,
+            last_sent=instant(self.now()),
+        )
+        if spec.status == "error" or state.failures >= self.settings.subscription_error_after:
+            await self._set_status(spec.id, "active", None)
+
+    async def _send(self, spec: SubscriptionSpec, bundle: dict[str, Any]) -> bool:
+        """Deliver on the subscription's channel; False when a websocket is not there."""
+        if spec.channel == "websocket":
+            if self.websockets is None:
+                return False
+            return await self.websockets.send(spec.id, bundle)
+        assert self._client is not None and spec.endpoint
+        await post(self._client, spec.endpoint, bundle, spec.headers, spec.timeout)
+        return True
+
+    # -- retention ---------------------------------------------------------------------------
+
+    async def _prune_if_due(self) -> None:
+        if time.monotonic() - self._pruned < PRUNE_EVERY:
+            return
+        self._pruned = time.monotonic()
+        before = self.now() - timedelta(seconds=self.settings.subscription_retention)
+        dropped = await self.storage.outbox.prune(instant(before))
+        if dropped:
+            log.info("pruned %d delivered topic events older than %s", dropped, instant(before))
