@@ -383,13 +383,18 @@ async def _indicators(request: Request, id: str | None) -> Response:
     return json_response(await indicator_reports(ctx, ask, id), 200, pretty=pretty)
 
 
-async def subscription_status(request: Request) -> Response:
-    """`Subscription/$status` and `Subscription/[id]/$status` (Backport IG)."""
+async def _subscription_call(request: Request) -> tuple[bool, Context, list[tuple[str, str]]]:
+    """What each Subscription operation reads first: the response format, the context and
+    its parameters (query and Parameters body together)."""
     pretty = check_response_format(request)
     ctx = context(request)
-    params = subscription_operations.operation_params(
-        query_pairs(request), await _operation_body(request, ctx)
-    )
+    body = await _operation_body(request, ctx)
+    return pretty, ctx, subscription_operations.operation_params(query_pairs(request), body)
+
+
+async def subscription_status(request: Request) -> Response:
+    """`Subscription/$status` and `Subscription/[id]/$status` (Backport IG)."""
+    pretty, ctx, params = await _subscription_call(request)
     id = request.path_params.get("id")
     if id is not None:
         crud.check_id(id)
@@ -399,11 +404,7 @@ async def subscription_status(request: Request) -> Response:
 
 async def subscription_events(request: Request) -> Response:
     """`Subscription/[id]/$events`: retained notifications replayed (Backport IG)."""
-    pretty = check_response_format(request)
-    ctx = context(request)
-    params = subscription_operations.operation_params(
-        query_pairs(request), await _operation_body(request, ctx)
-    )
+    pretty, ctx, params = await _subscription_call(request)
     id = request.path_params["id"]
     crud.check_id(id)
     result = await subscription_operations.events(ctx, request.app.state.topics, id, params)
@@ -412,11 +413,7 @@ async def subscription_events(request: Request) -> Response:
 
 async def subscription_binding_token(request: Request) -> Response:
     """`Subscription/$get-ws-binding-token` and `Subscription/[id]/$get-ws-binding-token`."""
-    pretty = check_response_format(request)
-    ctx = context(request)
-    params = subscription_operations.operation_params(
-        query_pairs(request), await _operation_body(request, ctx)
-    )
+    pretty, ctx, params = await _subscription_call(request)
     ids = [i for k, v in params if k == "id" for i in v.split(",") if i]
     for id in ids:
         crud.check_id(id, "Parameters.parameter('id')")

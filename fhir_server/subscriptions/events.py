@@ -54,12 +54,8 @@ async def on_server_write(
 ) -> None:
     """The server's own write fires the topics like a client's: an obligation Task is an
     event like any other write."""
-    topics = _served[0] if _served else None
-    if topics is None or not topics.triggers(version.type):
-        return
-    before, current = _content(previous), _stored(resource, version)
-    for event in events_for(topics, version.type, before, current, version, current_index=index):
-        await uow.add_event(event)
+    if _served:
+        await _append(_served[0], uow, version.type, previous, version, resource, index)
 
 
 def watches(ctx: Context, type: str) -> bool:
@@ -82,6 +78,19 @@ async def on_write(
     deleted: a create), `version` the one it stored, `resource` its content (None: a delete).
     `index` is the stored version's index entries, when the caller has them."""
     topics = topics_of(ctx.validator.conformance)
+    await _append(topics, uow, type, previous, version, resource, index)
+
+
+async def _append(
+    topics: Topics,
+    uow: UnitOfWork,
+    type: str,
+    previous: ResourceVersion | None,
+    version: ResourceVersion,
+    resource: dict[str, Any] | None,
+    index: Sequence[IndexEntry] | None,
+) -> None:
+    """The events of one write, client's or server's, into the unit of work's outbox."""
     if not topics.triggers(type):
         return
     before = _content(previous)

@@ -207,8 +207,7 @@ class SqliteUnitOfWork:
         self._events: list[TopicEvent] = []  # inserted with the puts, at the flush
         # Every put of this unit of work, flushed or not (the latest per resource), and the
         # ids it minted: nothing stored refers to them.
-        self._mine: dict[tuple[str, str], tuple[ResourceVersion, tuple[IndexEntry, ...]]] = {}
-        self._mine_of: dict[str, dict[str, tuple[ResourceVersion, tuple[IndexEntry, ...]]]] = {}
+        self._mine: dict[str, dict[str, tuple[ResourceVersion, tuple[IndexEntry, ...]]]] = {}
         self._created = Minted()
         # The process rules ask the same questions for each entry of a bundle: a search's
         # answer stands until a put of a type it reads.
@@ -251,9 +250,10 @@ class SqliteUnitOfWork:
 
     async def current(self, type: str, id: str) -> ResourceVersion | None:
         key = (type, id)
-        if key in self._mine:
+        mine = self._mine.get(type, {}).get(id)
+        if mine is not None:
             self.check()
-            return self._mine[key][0]
+            return mine[0]
         if key in self._created:  # minted here and not yet written
             self.check()
             return None
@@ -284,7 +284,7 @@ class SqliteUnitOfWork:
         """The answer from this unit of work's own writes (`scoped_to` says it is whole)."""
         found = [
             version
-            for version, index in self._mine_of.get(query.type, {}).values()
+            for version, index in self._mine.get(query.type, {}).values()
             if not version.deleted and matches(query.where, version.id, index, version.last_updated)
         ]
         return sorted(found, key=lambda v: v.id)
@@ -309,7 +309,7 @@ class SqliteUnitOfWork:
         key = (v.type, v.id)
         entries = () if v.deleted else tuple(index)
         self._read.pop(key, None)
-        self._mine[key] = self._mine_of.setdefault(v.type, {})[v.id] = (v, entries)
+        self._mine.setdefault(v.type, {})[v.id] = (v, entries)
         self._pending.append((v, index_rows(v.type, v.id, entries)))
 
     async def flush(self) -> None:
