@@ -6,7 +6,9 @@ subscribes to the admission-notice topic for notices addressed to it
 (`Communication?recipient=Organization/<its id>`, `id-only`), with its own rest-hook receiver
 path on one loopback receiver. The writer then POSTs admission notices at `--rate` per second
 for `--seconds`, each addressed to the next municipality in turn, so every write makes one
-notification. Reported:
+notification. The notices are spread over `--patients` copies of the case's patient, each
+with its own stay and consent, as a region's notices are: one patient's record holds a few
+notices and their obligation Tasks, not thousands. Reported:
 
 - commit -> delivery: from the client's receipt of the 201 to the receiver's receipt of the
   notification naming that Communication, p50/p99/max;
@@ -25,6 +27,7 @@ import asyncio
 import copy
 import json
 import os
+import random
 import sys
 import tempfile
 import time
@@ -45,6 +48,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.crud import free_port, subprocess_server, wait_ready  # noqa: E402
+from benchmarks.dataset import _Builder  # noqa: E402
 
 HOST = "127.0.0.1"
 CASE = ROOT / "examples" / "sip-case"
@@ -52,6 +56,8 @@ TOPIC = "http://sip-fhir.se/fhir/SubscriptionTopic/admission-notice"
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 LEAVE_OUT = {"Task", "Communication", "Appointment", "CarePlan"}
+PATIENT, STAY = "tolvan-tolvansson", "inpatient-stay"
+COPIED = ("Patient", "Encounter", "Consent")  # per patient: who, the stay, the consents
 
 
 @dataclass
@@ -85,8 +91,9 @@ class Receiver:
         return Response(status_code=200)
 
 
-def case_bundle(municipalities: int) -> dict[str, Any]:
-    """The example case less the acts, plus `municipalities` copies of its municipality."""
+def case_bundle(municipalities: int, patients: int) -> dict[str, Any]:
+    """The example case less the acts, plus `municipalities` copies of its municipality and
+    `patients` copies of its patient with their stays and consents."""
     entries = []
     for file in sorted(CASE.glob("*.json")):
         resource = json.loads(file.read_text())
@@ -95,6 +102,8 @@ def case_bundle(municipalities: int) -> dict[str, Any]:
         entries.append(resource)
         if resource["id"] == "lulea-municipality":
             entries += [municipality(resource, n) for n in range(municipalities)]
+        if resource["resourceType"] in COPIED:
+            entries += [patient_copy(resource, k) for k in range(patients)]
     return {
         "resourceType": "Bundle",
         "type": "transaction",
@@ -119,10 +128,34 @@ def municipality(template: dict[str, Any], n: int) -> dict[str, Any]:
     return copied
 
 
-def admission_notice(recipient: str) -> dict[str, Any]:
-    notice = json.loads((CASE / "Communication-admission-notice.json").read_text())
+def patient_copy(resource: dict[str, Any], k: int) -> dict[str, Any]:
+    """A copy of the case's patient (or of its stay or consent) as patient `k`."""
+    text = json.dumps(resource)
+    text = text.replace(f"Patient/{PATIENT}", f"Patient/bench-patient-{k}")
+    text = text.replace(f"Encounter/{STAY}", f"Encounter/bench-stay-{k}")
+    copied = json.loads(text)
+    copied["id"] = f"bench-{copied['id']}-{k}"
+    if copied["resourceType"] == "Patient":
+        copied["id"] = f"bench-patient-{k}"
+        _, _, _, _, pnr = _Builder(random.Random(k)).person()
+        copied["identifier"] = [dict(copied["identifier"][0], value=pnr)]
+        copied.pop("link", None)
+    elif copied["resourceType"] == "Encounter":
+        copied["id"] = f"bench-stay-{k}"
+    copied.pop("text", None)
+    return copied
+
+
+_NOTICE = json.loads((CASE / "Communication-admission-notice.json").read_text())
+
+
+def admission_notice(recipient: str, patient: int) -> dict[str, Any]:
+    """A notice to `recipient` of patient `patient`'s admission."""
+    notice = json.loads(json.dumps(_NOTICE))
     notice.pop("id", None)
     notice["recipient"] = [{"reference": f"Organization/{recipient}"}]
+    notice["subject"] = {"reference": f"Patient/bench-patient-{patient}"}
+    notice["encounter"] = {"reference": f"Encounter/bench-stay-{patient}"}
     return notice
 
 
@@ -155,7 +188,7 @@ def subscription(n: int, endpoint: str) -> dict[str, Any]:
 
 
 async def closed_loop(
-    client: httpx.AsyncClient, base: str, n: int, writers: int, count: int
+    client: httpx.AsyncClient, base: str, n: int, patients: int, writers: int, count: int
 ) -> float:
     """Writes per second with `writers` concurrent writers of `count` notices."""
     todo = list(range(count))
@@ -164,7 +197,7 @@ async def closed_loop(
         while todo:
             i = todo.pop()
             response = await client.post(
-                f"{base}/Communication", json=admission_notice(f"bench-municipality-{i % n}")
+                f"{base}/Communication", json=admission_notice(f"bench-municipality-{i % n}", i % patients)
             )
             assert response.status_code == 201, response.text[:300]
 
@@ -200,9 +233,9 @@ async def bench(args: argparse.Namespace, work: Path) -> int:
         with subprocess_server(command, env, work / "server.log") as server:
             async with httpx.AsyncClient(timeout=60, headers=HEADERS) as client:
                 await wait_ready(client, f"{base}/metadata", server, work / "server.log")
-                loaded = await client.post(base, json=case_bundle(n))
+                loaded = await client.post(base, json=case_bundle(n, args.patients))
                 assert loaded.status_code == 200, loaded.text[:500]
-                without = await closed_loop(client, base, n, args.concurrency, args.writes)
+                without = await closed_loop(client, base, n, args.patients, args.concurrency, args.writes)
                 endpoint = f"http://{HOST}:{receiver_port}/hook"
                 ids = []
                 for i in range(n):
@@ -211,10 +244,10 @@ async def bench(args: argparse.Namespace, work: Path) -> int:
                     ids.append(made.json()["id"])
                 await _until(lambda: len(receiver.handshakes) >= n, 30, "handshakes")
                 await _until(lambda: _all_active(client, base, ids), 30, "active subscriptions")
-                with_subs = await closed_loop(client, base, n, args.concurrency, args.writes)
+                with_subs = await closed_loop(client, base, n, args.patients, args.concurrency, args.writes)
                 await _until(lambda: len(receiver.arrivals) >= args.writes, 60, "warm-up events")
                 receiver.arrivals.clear()
-                committed = await fixed_rate(client, base, n, args.rate, args.seconds)
+                committed = await fixed_rate(client, base, n, args.patients, args.rate, args.seconds)
                 await _until(lambda: len(receiver.arrivals) >= len(committed), 60, "deliveries")
     finally:
         hook_server.should_exit = True
@@ -223,7 +256,7 @@ async def bench(args: argparse.Namespace, work: Path) -> int:
 
 
 async def fixed_rate(
-    client: httpx.AsyncClient, base: str, n: int, rate: float, seconds: float
+    client: httpx.AsyncClient, base: str, n: int, patients: int, rate: float, seconds: float
 ) -> dict[str, float]:
     """POST notices on a fixed schedule; each Communication id -> time its 201 arrived."""
     committed: dict[str, float] = {}
@@ -231,7 +264,7 @@ async def fixed_rate(
     tasks = []
 
     async def one(i: int) -> None:
-        notice = admission_notice(f"bench-municipality-{i % n}")
+        notice = admission_notice(f"bench-municipality-{i % n}", i % patients)
         response = await client.post(f"{base}/Communication", json=notice)
         assert response.status_code == 201, response.text[:300]
         committed[response.json()["id"]] = time.perf_counter()
@@ -294,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--writes", type=int, default=500, help="closed-loop writes per phase")
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--patients", type=int, default=500, help="patients the notices concern")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="notify-bench-") as tmp:
         return asyncio.run(bench(args, Path(tmp)))

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import itertools
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import fhirpathpy
 import pytest
+from fhirpathpy.models import models
 
 from fhir_server.validation.definitions import invariants
 from fhir_server.validation.fastpath import _TOKEN, compile_simple
@@ -101,3 +103,72 @@ def test_fast_path_equals_fhirpathpy(expression: str) -> None:
                 compared += 1
                 assert got == expected, (expression, node)
     assert compared > 0
+
+
+# -- subscription topics' fhirPathCriteria (`%previous`, `%current`, `now()`) --------------
+
+TOPIC_VARIABLES = frozenset({"previous", "current", "now"})
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "sip-case"
+
+
+def _topic_criteria() -> list[tuple[str, str]]:
+    """(resource type, expression) of every fhirPathCriteria in profiles/topics."""
+    found = []
+    for path in sorted((PROFILES / "topics").glob("*.json")):
+        for trigger in json.loads(path.read_text(encoding="utf-8")).get("extension", []):
+            parts = {e["url"]: e for e in trigger.get("extension", [])}
+            if "fhirPathCriteria" in parts and "resource" in parts:
+                kind = parts["resource"]["valueUri"].rsplit("/", 1)[-1]
+                found.append((kind, parts["fhirPathCriteria"]["valueString"]))
+    return found
+
+
+def _variants(kind: str, literals: list[str]) -> list[dict[str, Any]]:
+    """The examples of `kind`, each also with its status set to each of the expression's
+    literals, without its category, extensions or code, and with a deadline past or to come."""
+    out = []
+    for path in sorted(EXAMPLES.glob(f"{kind}-*.json")):
+        resource = json.loads(path.read_text(encoding="utf-8"))
+        out.append(resource)
+        out += [{**resource, "status": literal} for literal in literals]
+        out += [{k: v for k, v in resource.items() if k != drop} for drop in _DROPPED]
+        for end in ("2020-01-01T12:00:00+01:00", "2999-01-01T12:00:00Z"):
+            out.append({**resource, "restriction": {"period": {"end": end}}})
+    return out
+
+
+_DROPPED = ("category", "extension", "code", "serviceType", "status")
+
+
+def test_every_topic_criterion_is_taken_by_the_fast_path() -> None:
+    criteria = _topic_criteria()
+    assert len(criteria) >= 7, criteria
+    for _, expression in criteria:
+        assert compile_simple(expression, type_names(), None, TOPIC_VARIABLES), expression
+
+
+@pytest.mark.parametrize(("kind", "expression"), _topic_criteria())
+def test_topic_criteria_fast_path_equals_fhirpathpy(kind: str, expression: str) -> None:
+    """On the example resources and their variants, as create and as update."""
+    fast = compile_simple(expression, type_names(), None, TOPIC_VARIABLES)
+    assert fast is not None
+    _, literals = _parts(expression)
+    variants = _variants(kind, literals)
+    assert variants, kind
+    slow = fhirpathpy.compile(expression, models["r4"])
+    now = datetime.now(UTC)  # fhirpathpy's now() is the wall clock
+    compared, outcomes = 0, set()
+    for previous in [None, *variants[:: max(1, len(variants) // 12)]]:
+        for current in variants:
+            env = {"previous": previous or {}, "current": current}
+            expected = slow(current, env) == [True]
+            root = {**current, "%previous": previous or {}, "%current": current, "%now": now}
+            try:
+                got = fast(root) is True
+            except ValueError:
+                continue
+            compared += 1
+            outcomes.add(got)
+            assert got == expected, (expression, previous, current)
+    assert compared >= len(variants) * 6, compared
+    assert outcomes == {True, False}, outcomes  # the variants reach both verdicts

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -349,6 +350,23 @@ def test_obligation_overdue_by_fhirpath_alone(loaded: Topics) -> None:
     assert fired(loaded, "Task", None, obligation("requested", "2999-01-01T12:00:00Z")) == []
 
 
+def test_obligation_overdue_reads_the_servers_clock(loaded: Topics) -> None:
+    """R-DIS-05: `now()` in a topic's criteria is the server's (injectable) clock: the
+    same Task is overdue after its deadline and not before, whatever the wall clock says."""
+    task = obligation("requested", "2026-11-03T12:00:00+01:00")
+    made = version("Task", "t", 1)
+
+    def at(moment: str) -> list[str]:
+        now = datetime.fromisoformat(moment)
+        return [
+            e.topic.removeprefix(T) for e in events_for(loaded, "Task", None, task, made, now=now)
+        ]
+
+    assert at("2026-11-03T11:59:59+01:00") == []
+    assert at("2026-11-03T12:00:01+01:00") == ["obligation-overdue"]
+    assert at("2026-11-03T11:00:01+00:00") == ["obligation-overdue"]  # 12:00:01 in Stockholm
+
+
 # -- the criteria's semantics, on a topic of our own ---------------------------------------
 
 
@@ -635,8 +653,8 @@ async def client(
 
 
 async def new_events(store: Storage, since: int, topic: str | None = None) -> list[TopicEvent]:
-    """The outbox's events after `since` (of one topic: the SIP process's own Tasks fire
-    obligation-overdue on the way, as `now()` is the wall clock's)."""
+    """The outbox's events after `since` (of one topic: the SIP process's own Tasks may fire
+    obligation-overdue on the way)."""
     found = await store.outbox.events_after(since)
     return [e for e in found if topic is None or e.topic == T + topic]
 

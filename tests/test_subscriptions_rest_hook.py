@@ -14,6 +14,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fhir_server.config import Settings
-from fhir_server.sip.clock import FixedClock
+from fhir_server.sip.clock import STOCKHOLM, FixedClock
 from tests.conftest import free_port
 from tests.engines import make_storage
 from tests.sip_case import case_client, example
@@ -512,8 +513,10 @@ async def test_the_servers_own_obligation_task_is_an_event_like_any_other_write(
     tmp_path: Path, settings: Settings, clock: FixedClock, receiver: Receiver
 ) -> None:
     """R-DIS-05: the admission notice makes the server open the municipality's
-    acknowledgement Task, due 12:00 the day it was sent (2026-11-03, long past): the
-    obligation-overdue topic fires for that Task, filtered on its owner."""
+    acknowledgement Task, due 12:00 the day after it was sent (2026-11-03); with the
+    server's clock past that, the obligation-overdue topic fires for that Task, filtered on
+    its owner (FHIRPath's now() is the server's clock, not the wall clock)."""
+    clock.moment = datetime(2026, 11, 4, 9, 0, tzinfo=STOCKHOLM)
     async with fhir_server("sqlite", tmp_path, settings, clock) as http:
         overdue = subscription(receiver.url("overdue"), filters=[f"Task?owner={LULEA}"])
         overdue["criteria"] = "http://sip-fhir.se/fhir/SubscriptionTopic/obligation-overdue"

@@ -84,7 +84,7 @@ def create_app(
     app.state.validator = validator
     app.state.clock = clock or SystemClock()
     app.state.topics = topics_of(validator.conformance)  # the write path's own
-    serve(app.state.topics)  # for the server's own writes
+    serve(app.state.topics, app.state.clock)  # for the server's own writes
     app.state.websockets = WebsocketHub()
     app.state.dispatcher = None  # set by the lifespan when settings.dispatch
     install_error_handlers(app)

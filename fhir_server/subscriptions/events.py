@@ -20,6 +20,7 @@ from fhir_server.subscriptions.topics import Topics, load_topics
 
 if TYPE_CHECKING:
     from fhir_server.interactions.context import Context
+    from fhir_server.sip.clock import Clock
     from fhir_server.validation.conformance import Conformance
 
 _loaded: dict[int, tuple[Conformance, Topics]] = {}
@@ -36,13 +37,14 @@ def topics_of(conformance: Conformance) -> Topics:
     return found[1]
 
 
-_served: list[Topics] = []
-"""The topics of the app that serves (`serve`): the server's own writes (the SIP process's
-Tasks and EpisodeOfCares, the obligation sweep) have no request context to name them."""
+_served: list[tuple[Topics, Clock]] = []
+"""The topics and clock of the app that serves (`serve`): the server's own writes (the SIP
+process's Tasks and EpisodeOfCares, the obligation sweep) have no request context to name
+them."""
 
 
-def serve(topics: Topics) -> None:
-    _served[:] = [topics]
+def serve(topics: Topics, clock: Clock) -> None:
+    _served[:] = [(topics, clock)]
 
 
 async def on_server_write(
@@ -55,7 +57,8 @@ async def on_server_write(
     """The server's own write fires the topics like a client's: an obligation Task is an
     event like any other write."""
     if _served:
-        await _append(_served[0], uow, version.type, previous, version, resource, index)
+        topics, clock = _served[0]
+        await _append(topics, clock, uow, version.type, previous, version, resource, index)
 
 
 def watches(ctx: Context, type: str) -> bool:
@@ -78,11 +81,12 @@ async def on_write(
     deleted: a create), `version` the one it stored, `resource` its content (None: a delete).
     `index` is the stored version's index entries, when the caller has them."""
     topics = topics_of(ctx.validator.conformance)
-    await _append(topics, uow, type, previous, version, resource, index)
+    await _append(topics, ctx.clock, uow, type, previous, version, resource, index)
 
 
 async def _append(
     topics: Topics,
+    clock: Clock,
     uow: UnitOfWork,
     type: str,
     previous: ResourceVersion | None,
@@ -95,7 +99,8 @@ async def _append(
         return
     before = _content(previous)
     current = None if resource is None else _stored(resource, version)
-    for event in events_for(topics, type, before, current, version, current_index=index):
+    now = clock.now()
+    for event in events_for(topics, type, before, current, version, current_index=index, now=now):
         await uow.add_event(event)
 
 

@@ -3,8 +3,10 @@
 Both run in memory, on the versions at hand: a topic's `queryCriteria` and a subscription's
 filters are searches, parsed once and matched against the resource's index entries with the
 engines' own semantics (`search.overlay.matches`), so "matches the criteria" means what a
-search would answer; `fhirPathCriteria` is evaluated with fhirpathpy (R4 model) with the
-states before and after the write as `%previous` and `%current`.
+search would answer; `fhirPathCriteria` is evaluated with the states before and after the
+write as `%previous` and `%current`, by the validator's direct evaluator
+(`validation.fastpath`: microseconds, and `now()` is the server's clock) and by fhirpathpy (R4
+model) for what that evaluator does not take.
 
 A trigger fires when its interaction is supported, its query criteria pass and its FHIRPath
 criteria pass (both must hold when a topic gives both, as R5 asks of each criterion).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -29,6 +32,8 @@ from fhir_server.search.parser import parse_search
 from fhir_server.search.query import AnyOf, Chain, CompositeMatch, Condition, Has, Not
 from fhir_server.storage.port import IndexEntry, Interaction, ResourceVersion, TopicEvent
 from fhir_server.subscriptions.topics import QueryCriteria, Topics, Trigger
+from fhir_server.validation.fastpath import Test, compile_simple
+from fhir_server.validation.invariants import type_names
 
 if TYPE_CHECKING:
     from fhir_server.subscriptions.model import SubscriptionSpec
@@ -44,17 +49,19 @@ def events_for(
     version: ResourceVersion,
     *,
     current_index: Sequence[IndexEntry] | None = None,
+    now: datetime | None = None,
 ) -> list[TopicEvent]:
     """The topic events a write of `type` makes: `previous` None is a create, `current` None
     a delete; `version` is the version the write stored. `current_index` saves computing the
-    index entries the write computed already."""
+    index entries the write computed already; `now` is FHIRPath's `now()` (default: UTC
+    now)."""
     triggers = topics.triggers(type)
     if not triggers:
         return []
     interaction: Interaction = (
         "delete" if current is None else "create" if previous is None else "update"
     )
-    states = _States(type, previous, current, version, current_index)
+    states = _States(type, previous, current, version, current_index, now)
     fired: dict[str, TopicEvent] = {}
     for topic, trigger in triggers:
         if topic.url in fired or interaction not in trigger.interactions:
@@ -76,11 +83,13 @@ class _States:
         current: dict[str, Any] | None,
         version: ResourceVersion,
         current_index: Sequence[IndexEntry] | None,
+        now: datetime | None = None,
     ) -> None:
         self.type = type
         self.previous = previous
         self.current = current
         self.version = version
+        self.now = now
         self._index: dict[str, Sequence[IndexEntry]] = {}
         if current_index is not None:
             self._index["current"] = current_index
@@ -102,10 +111,31 @@ def fires(trigger: Trigger, interaction: Interaction, states: _States) -> bool:
     if trigger.query is not None and not _query_passes(trigger, interaction, states):
         return False
     if trigger.fhirpath is not None:
-        env = {"previous": states.previous or {}, "current": states.current or {}}
-        focus = states.current if states.current is not None else states.previous
-        return _fhirpath(trigger.fhirpath)(focus, env) == [True]
+        return fhirpath_passes(trigger.fhirpath, states)
     return True
+
+
+def fhirpath_passes(expression: str, states: _States) -> bool:
+    """A trigger's fhirPathCriteria is true (empty and false do not fire)."""
+    previous, current = states.previous or {}, states.current or {}
+    focus = states.current if states.current is not None else states.previous
+    fast = _fast_fhirpath(expression)
+    if fast is not None:
+        root = {**(focus or {}), "%previous": previous, "%current": current}
+        root["%now"] = states.now or datetime.now(UTC)
+        try:
+            return fast(root) is True
+        except ValueError:  # outside the direct evaluator's semantics: fhirpathpy decides
+            pass
+    return _fhirpath(expression)(focus, {"previous": previous, "current": current}) == [True]
+
+
+_VARIABLES = frozenset({"previous", "current", "now"})
+
+
+@cache
+def _fast_fhirpath(expression: str) -> Test | None:
+    return compile_simple(expression, type_names(), None, _VARIABLES)
 
 
 def _query_passes(trigger: Trigger, interaction: Interaction, states: _States) -> bool:
