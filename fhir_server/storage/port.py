@@ -250,6 +250,20 @@ class SubscriptionState:
     last_sent: str | None  # the last successful send (for heartbeats)
 
 
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One change of a subscription's delivery state, as `Outbox.record` writes it:
+    `delivered` only moves forward and None leaves it (and `last_sent`) as it is;
+    `failures`, `next_attempt` and `last_error` are set as given."""
+
+    subscription: str
+    failures: int = 0
+    next_attempt: str | None = None
+    last_error: str | None = None
+    delivered: int | None = None
+    last_sent: str | None = None
+
+
 class Outbox(Protocol):
     """`Storage.outbox`: what the dispatcher reads and records. Only the holder of the
     `subscriptions` lease fans out and records, so these need no further locking."""
@@ -281,18 +295,10 @@ class Outbox(Protocol):
     ) -> list[Notification]:
         """Retained notifications with since < number <= until, in number order."""
 
-    async def record(
-        self,
-        subscription: str,
-        *,
-        delivered: int | None = None,
-        failures: int,
-        next_attempt: str | None,
-        last_error: str | None,
-        last_sent: str | None = None,
-    ) -> None:
-        """Update the delivery state: `delivered` only moves forward and None leaves it (and
-        `last_sent`) as is; `next_attempt` and `last_error` are set as given."""
+    async def record(self, progress: Sequence[Progress]) -> None:
+        """Update delivery states, in order, in one write (the dispatcher batches a round's
+        deliveries: one transaction, not one per notification); a subscription the outbox
+        does not track is left out."""
 
     async def prune(self, before: str) -> int:
         """Drop events older than the instant `before` that every subscription has

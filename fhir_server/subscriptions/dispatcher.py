@@ -8,6 +8,11 @@ Deliveries run as tasks with a slot of their own, so a dead endpoint waits out i
 without holding up any other subscriber, and each subscription gets its notifications in
 number order with one bundle in flight. Nothing is given up: a failing endpoint is retried
 with capped exponential backoff for as long as the Subscription exists and is not `off`.
+
+Delivery progress is the lease holder's to keep: deliveries update it in memory, and the
+next round writes a round's worth in one transaction (`Outbox.record`), not one commit per
+notification. A crash between a delivery and that write sends the notification again, which
+at-least-once allows and the event number lets a subscriber see.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from fhir_server.search.parser import parse_search
 from fhir_server.storage.port import (
     AccessFilter,
     Notification,
+    Progress,
     Storage,
     SubscriptionState,
     TopicEvent,
@@ -190,6 +196,9 @@ class Dispatcher:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.holding = False
         self.specs: dict[str, SubscriptionSpec] = {}
+        self._parsed: dict[str, tuple[tuple[int, str], SubscriptionSpec]] = {}
+        self._progress: dict[str, Progress] = {}  # the latest delivery state, by subscription
+        self._unsaved: set[str] = set()  # progress the outbox has not recorded yet
         self._client_factory = http_client_factory
         self._client: httpx.AsyncClient | None = None
         self._wake = asyncio.Event()
@@ -227,6 +236,7 @@ class Dispatcher:
             await self._cancel_tasks()
             if self.holding:
                 with contextlib.suppress(Exception):
+                    await self._save_progress()
                     await self.storage.outbox.release_lease(LEASE, self.owner)
                 self.holding = False
             await self._client.aclose()
@@ -236,17 +246,18 @@ class Dispatcher:
         if not await self._hold_lease():
             return
         outbox = self.storage.outbox
+        await self._save_progress()
         specs, seen = await self._load()
         states = {s.subscription: s for s in await outbox.states()}
         for id in states.keys() - seen:  # deleted or turned off by its owner
-            await outbox.stop(id)
+            await self._stop(id)
             states.pop(id)
         for id in list(self._retries):
             if id not in specs:
                 self._retries.pop(id)
         for spec in [s for s in specs.values() if self._ended(s)]:
             await self._set_status(spec.id, "off", None)
-            await outbox.stop(spec.id)
+            await self._stop(spec.id)
             states.pop(spec.id, None)
             specs.pop(spec.id)
         self.specs = specs
@@ -268,6 +279,9 @@ class Dispatcher:
         elif self.holding:
             log.warning("subscription lease lost; dispatching stops until it is retaken")
             await self._cancel_tasks()
+        if held != self.holding:  # taken or lost: the outbox's progress is the truth again
+            self._progress.clear()
+            self._unsaved.clear()
         self.holding = held
         return held
 
@@ -295,12 +309,21 @@ class Dispatcher:
                 seen.add(version.id)
                 if version.json is None:
                     continue
+                key = (version.version, version.last_updated)
+                parsed = self._parsed.get(version.id)
+                if parsed is not None and parsed[0] == key:  # parsed in an earlier round
+                    specs[version.id] = parsed[1]
+                    continue
                 resource = fhirjson.loads_resource(version.json)
                 try:
                     specs[version.id] = parse_subscription(resource, self.topics, self.settings)
                 except FhirError as exc:
                     self._warn_once(version.id, str(exc))
+                else:
+                    self._parsed[version.id] = (key, specs[version.id])
             if not page.has_more or not page.items:
+                for id in self._parsed.keys() - seen:
+                    del self._parsed[id]
                 return specs, seen
             if page.keyed and page.last_key is not None:
                 query = replace(query, after_key=tuple(page.last_key), offset=0)
@@ -353,8 +376,10 @@ class Dispatcher:
     async def _start(self, spec: SubscriptionSpec, now: datetime) -> SubscriptionState:
         outbox = self.storage.outbox
         state = await outbox.start(spec.id, spec.topic, await outbox.last_seq())
-        await outbox.record(
-            spec.id, failures=0, next_attempt=None, last_error=None, last_sent=instant(now)
+        self._forget(spec.id)
+        await outbox.record([Progress(spec.id, last_sent=instant(now))])
+        state = replace(
+            state, failures=0, next_attempt=None, last_error=None, last_sent=instant(now)
         )
         self._retries.pop(spec.id, None)
         await self._set_status(spec.id, "active", None)
@@ -471,6 +496,7 @@ class Dispatcher:
             state = states.get(id)
             if state is None or id in self._tasks or spec.status == "off":
                 continue
+            state = self._current(state)
             if state.next_attempt is not None and parse_instant(state.next_attempt) > now:
                 continue
             if spec.channel == "websocket" and not (
@@ -531,28 +557,18 @@ class Dispatcher:
         bundle: dict[str, Any],
         delivered: int | None,
     ) -> None:
-        outbox = self.storage.outbox
         try:
             sent = await self._send(spec, bundle)
         except DeliveryError as exc:
             failures = state.failures + 1
             retry_at = self.now() + timedelta(seconds=backoff(self.settings, failures))
-            await outbox.record(
-                spec.id, failures=failures, next_attempt=instant(retry_at), last_error=str(exc)
-            )
+            self._remember(Progress(spec.id, failures, instant(retry_at), str(exc)))
             if failures >= self.settings.subscription_error_after:
                 await self._set_status(spec.id, "error", str(exc))
             return
         if not sent:
             return  # the socket went away: wait for the client to bind again
-        await outbox.record(
-            spec.id,
-            delivered=delivered,
-            failures=0,
-            next_attempt=None,
-            last_error=None,
-            last_sent=instant(self.now()),
-        )
+        self._remember(Progress(spec.id, delivered=delivered, last_sent=instant(self.now())))
         if spec.status == "error" or state.failures >= self.settings.subscription_error_after:
             await self._set_status(spec.id, "active", None)
 
@@ -565,6 +581,49 @@ class Dispatcher:
         assert self._client is not None and spec.endpoint
         await post(self._client, spec.endpoint, bundle, spec.headers, spec.timeout)
         return True
+
+    # -- progress ----------------------------------------------------------------------------
+
+    def _remember(self, progress: Progress) -> None:
+        """A delivery's outcome, in memory until the next round records it."""
+        known = self._progress.get(progress.subscription)
+        if known is not None:
+            delivered = max(known.delivered or 0, progress.delivered or 0) or None
+            progress = replace(
+                progress, delivered=delivered, last_sent=progress.last_sent or known.last_sent
+            )
+        self._progress[progress.subscription] = progress
+        self._unsaved.add(progress.subscription)
+
+    def _current(self, state: SubscriptionState) -> SubscriptionState:
+        """The outbox's state with the deliveries since its last record on top."""
+        known = self._progress.get(state.subscription)
+        if known is None:
+            return state
+        return replace(
+            state,
+            delivered=max(state.delivered, known.delivered or 0),
+            failures=known.failures,
+            next_attempt=known.next_attempt,
+            last_error=known.last_error,
+            last_sent=known.last_sent or state.last_sent,
+        )
+
+    async def _save_progress(self) -> None:
+        saving = [self._progress[id] for id in sorted(self._unsaved)]
+        if saving:
+            await self.storage.outbox.record(saving)
+            for progress in saving:  # a delivery that ended meanwhile waits for the next round
+                if self._progress.get(progress.subscription) is progress:
+                    self._unsaved.discard(progress.subscription)
+
+    def _forget(self, id: str) -> None:
+        self._progress.pop(id, None)
+        self._unsaved.discard(id)
+
+    async def _stop(self, id: str) -> None:
+        await self.storage.outbox.stop(id)
+        self._forget(id)
 
     # -- retention ---------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import pytest
 
 from fhir_server.storage.port import (
     Interaction,
+    Progress,
     ResourceVersion,
     Storage,
     TopicEvent,
@@ -163,7 +164,9 @@ async def test_start_creates_once(storage: Storage) -> None:
     state = await outbox.start("s1", TOPIC, 7)
     assert dataclasses.astuple(state) == ("s1", TOPIC, 7, 0, 0, 0, None, None, None)
     assert await outbox.state("s1") == state
-    await outbox.record("s1", failures=2, next_attempt=NEW, last_error="boom", last_sent=OLD)
+    await outbox.record(
+        [Progress("s1", failures=2, next_attempt=NEW, last_error="boom", last_sent=OLD)]
+    )
     again = await outbox.start("s1", OTHER_TOPIC, 99)
     assert dataclasses.astuple(again) == ("s1", TOPIC, 7, 0, 0, 2, NEW, "boom", OLD)
     assert await outbox.states() == [again]
@@ -192,8 +195,10 @@ async def test_notifications_ranges(storage: Storage) -> None:
 async def test_record_moves_delivered_only_forward(storage: Storage) -> None:
     outbox = storage.outbox
     await outbox.start("s1", TOPIC, 0)
-    await outbox.record("s1", delivered=3, failures=0, next_attempt=None, last_error=None)
-    await outbox.record("s1", delivered=2, failures=1, next_attempt=NEW, last_error="503")
+    await outbox.record([Progress("s1", delivered=3)])
+    await outbox.record(
+        [Progress("s1", delivered=2, failures=1, next_attempt=NEW, last_error="503")]
+    )
     state = await outbox.state("s1")
     assert state is not None
     assert (state.delivered, state.failures, state.next_attempt, state.last_error) == (
@@ -203,7 +208,7 @@ async def test_record_moves_delivered_only_forward(storage: Storage) -> None:
         "503",
     )
     assert state.last_sent is None
-    await outbox.record("s1", failures=0, next_attempt=None, last_error=None, last_sent=OLD)
+    await outbox.record([Progress("s1", last_sent=OLD)])
     state = await outbox.state("s1")
     assert state is not None
     assert (state.delivered, state.failures, state.next_attempt, state.last_error) == (
@@ -213,11 +218,33 @@ async def test_record_moves_delivered_only_forward(storage: Storage) -> None:
         None,
     )
     assert state.last_sent == OLD
-    await outbox.record("s1", delivered=5, failures=0, next_attempt=None, last_error=None)
+    await outbox.record([Progress("s1", delivered=5)])
     state = await outbox.state("s1")
     assert state is not None and (state.delivered, state.last_sent) == (5, OLD)
-    await outbox.record("missing", delivered=1, failures=0, next_attempt=None, last_error=None)
+    await outbox.record([Progress("missing", delivered=1)])
     assert await outbox.state("missing") is None
+
+
+async def test_record_writes_a_batch_in_order(storage: Storage) -> None:
+    """A dispatcher round's deliveries in one call: each applied in turn, an untracked
+    subscription skipped without holding the others back."""
+    outbox = storage.outbox
+    await outbox.start("s1", TOPIC, 0)
+    await outbox.start("s2", TOPIC, 0)
+    await outbox.record(
+        [
+            Progress("s1", delivered=2, last_sent=OLD),
+            Progress("gone", delivered=9),
+            Progress("s2", failures=1, next_attempt=NEW, last_error="503"),
+            Progress("s1", failures=1, next_attempt=NEW, last_error="timeout", delivered=1),
+        ]
+    )
+    one, two = await outbox.state("s1"), await outbox.state("s2")
+    assert one is not None and two is not None
+    assert (one.delivered, one.failures, one.last_error, one.last_sent) == (2, 1, "timeout", OLD)
+    assert (two.delivered, two.failures, two.next_attempt) == (0, 1, NEW)
+    assert await outbox.state("gone") is None
+    await outbox.record([])  # nothing to write is no write
 
 
 async def test_stop_drops_state_and_notifications(storage: Storage) -> None:
@@ -251,14 +278,14 @@ async def test_prune_keeps_undelivered_new_and_not_fanned_out(storage: Storage) 
     # a: s1 and s2; b: s1 only; c: s2 only; d: s1 (new); e is not fanned out yet.
     await outbox.fan_out(d.seq, [("s1", a), ("s2", a), ("s1", b), ("s2", c), ("s1", d)])
     # s1 delivered a and b (1, 2), not d (3); s2 delivered a (1), not c (2).
-    await outbox.record("s1", delivered=2, failures=0, next_attempt=None, last_error=None)
-    await outbox.record("s2", delivered=1, failures=0, next_attempt=None, last_error=None)
+    await outbox.record([Progress("s1", delivered=2)])
+    await outbox.record([Progress("s2", delivered=1)])
     assert await outbox.prune(CUTOFF) == 2  # a and b: old and delivered everywhere
     assert [x.focus_id for x in await outbox.events_after(0)] == ["c", "d", "e"]
     assert [(n.number, n.event) for n in await outbox.notifications("s1", 0)] == [(3, d)]
     assert [(n.number, n.event) for n in await outbox.notifications("s2", 0)] == [(2, c)]
     assert await outbox.prune(CUTOFF) == 0
-    await outbox.record("s2", delivered=2, failures=0, next_attempt=None, last_error=None)
+    await outbox.record([Progress("s2", delivered=2)])
     assert await outbox.prune(CUTOFF) == 1  # c now; d is too new, e not fanned out
     assert [x.focus_id for x in await outbox.events_after(0)] == ["d", "e"]
     assert await outbox.notifications("s2", 0) == []

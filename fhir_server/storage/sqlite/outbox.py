@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from fhir_server.storage.port import Notification, SubscriptionState, TopicEvent
+from fhir_server.storage.port import Notification, Progress, SubscriptionState, TopicEvent
 
 if TYPE_CHECKING:
     from fhir_server.storage.sqlite.engine import SqliteStorage
@@ -107,18 +107,13 @@ class SqliteOutbox:
         job = (_notifications, subscription, since, until, limit)
         return await self._storage.run_read(*job)  # type: ignore[no-any-return]
 
-    async def record(
-        self,
-        subscription: str,
-        *,
-        delivered: int | None = None,
-        failures: int,
-        next_attempt: str | None,
-        last_error: str | None,
-        last_sent: str | None = None,
-    ) -> None:
-        row = (delivered, failures, next_attempt, last_error, last_sent, subscription)
-        await self._storage.run_write(_execute, _RECORD, row)
+    async def record(self, progress: Sequence[Progress]) -> None:
+        rows = [
+            (p.delivered, p.failures, p.next_attempt, p.last_error, p.last_sent, p.subscription)
+            for p in progress
+        ]
+        if rows:
+            await self._storage.run_write(_execute_many, _RECORD, rows)
 
     async def prune(self, before: str) -> int:
         return int(await self._storage.run_write(_prune, before))
@@ -136,6 +131,10 @@ class SqliteOutbox:
 
 def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> None:
     conn.execute(sql, params)
+
+
+def _execute_many(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    conn.executemany(sql, rows)
 
 
 def _last_seq(conn: sqlite3.Connection) -> int:
