@@ -197,7 +197,8 @@ async def closed_loop(
         while todo:
             i = todo.pop()
             response = await client.post(
-                f"{base}/Communication", json=admission_notice(f"bench-municipality-{i % n}", i % patients)
+                f"{base}/Communication",
+                json=admission_notice(f"bench-municipality-{i % n}", i % patients),
             )
             assert response.status_code == 201, response.text[:300]
 
@@ -235,7 +236,9 @@ async def bench(args: argparse.Namespace, work: Path) -> int:
                 await wait_ready(client, f"{base}/metadata", server, work / "server.log")
                 loaded = await client.post(base, json=case_bundle(n, args.patients))
                 assert loaded.status_code == 200, loaded.text[:500]
-                without = await closed_loop(client, base, n, args.patients, args.concurrency, args.writes)
+                without = await closed_loop(
+                    client, base, n, args.patients, args.concurrency, args.writes
+                )
                 endpoint = f"http://{HOST}:{receiver_port}/hook"
                 ids = []
                 for i in range(n):
@@ -244,10 +247,14 @@ async def bench(args: argparse.Namespace, work: Path) -> int:
                     ids.append(made.json()["id"])
                 await _until(lambda: len(receiver.handshakes) >= n, 30, "handshakes")
                 await _until(lambda: _all_active(client, base, ids), 30, "active subscriptions")
-                with_subs = await closed_loop(client, base, n, args.patients, args.concurrency, args.writes)
+                with_subs = await closed_loop(
+                    client, base, n, args.patients, args.concurrency, args.writes
+                )
                 await _until(lambda: len(receiver.arrivals) >= args.writes, 60, "warm-up events")
                 receiver.arrivals.clear()
-                committed = await fixed_rate(client, base, n, args.patients, args.rate, args.seconds)
+                committed = await fixed_rate(
+                    client, base, n, args.patients, args.rate, args.seconds
+                )
                 await _until(lambda: len(receiver.arrivals) >= len(committed), 60, "deliveries")
     finally:
         hook_server.should_exit = True

@@ -110,8 +110,15 @@ def notifying(handler: Handler) -> Handler:
         finally:
             dispatcher = request.app.state.dispatcher
             if dispatcher is not None:
-                dispatcher.notify()
+                dispatcher.notify(subscriptions=_may_write_subscriptions(request))
 
     handle.__name__ = handler.__name__
     handle.__doc__ = handler.__doc__
     return handle
+
+
+def _may_write_subscriptions(request: Request) -> bool:
+    """A write to Subscription, or a Bundle that may hold one: the dispatcher loads the
+    Subscriptions again at once rather than at its next periodic load."""
+    type = request.path_params.get("type")
+    return type in (None, "Subscription")

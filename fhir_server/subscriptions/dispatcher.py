@@ -24,6 +24,7 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -63,6 +64,8 @@ CONCURRENCY = 32  # deliveries in flight at once, over all subscriptions
 EVENT_BATCH = 500  # topic events fanned out per storage call
 PAGE = 500  # Subscriptions per search page when loading them
 PRUNE_EVERY = 60.0  # seconds between retention sweeps
+RELOAD_EVERY = 1.0  # seconds: Subscriptions written elsewhere (another process) seen within it
+ROUND_GAP = 0.02  # seconds at least between rounds: a burst of commits makes one round
 ALL = AccessFilter()  # the dispatcher is the server itself: it sees every resource
 
 Now = Callable[[], datetime]
@@ -207,11 +210,16 @@ class Dispatcher:
         self._retries: dict[str, _Retry] = {}
         self._verified: set[str] = set()  # handshakes that succeeded, to activate in step()
         self._renewed = 0.0
+        self._reload = True  # the Subscriptions changed: load them in the next round
+        self._loaded = 0.0
         self._pruned = 0.0
         self._warned: set[tuple[str, str]] = set()
 
-    def notify(self) -> None:
-        """Something was committed (or a delivery ended): look again now, not at the poll."""
+    def notify(self, subscriptions: bool = False) -> None:
+        """Something was committed (or a delivery ended): look again now, not at the poll;
+        `subscriptions`: a Subscription may have changed (load them again)."""
+        if subscriptions:
+            self._reload = True
         self._wake.set()
 
     async def run(self) -> None:
@@ -224,6 +232,7 @@ class Dispatcher:
                     await self.step()
                 except Exception:
                     log.exception("subscription dispatch round failed")
+                await asyncio.sleep(ROUND_GAP)
                 # A timer rather than asyncio.wait_for: a cancel landing as wait_for's timeout
                 # fires can be lost on Python 3.11, and the lifespan would wait forever.
                 loop = asyncio.get_running_loop()
@@ -247,23 +256,12 @@ class Dispatcher:
             return
         outbox = self.storage.outbox
         await self._save_progress()
-        specs, seen = await self._load()
         states = {s.subscription: s for s in await outbox.states()}
-        for id in states.keys() - seen:  # deleted or turned off by its owner
-            await self._stop(id)
-            states.pop(id)
-        for id in list(self._retries):
-            if id not in specs:
-                self._retries.pop(id)
-        for spec in [s for s in specs.values() if self._ended(s)]:
-            await self._set_status(spec.id, "off", None)
-            await self._stop(spec.id)
-            states.pop(spec.id, None)
-            specs.pop(spec.id)
-        self.specs = specs
+        if self._reload or time.monotonic() - self._loaded >= RELOAD_EVERY:
+            await self._reload_subscriptions(states)
+        specs = dict(self.specs)
         await self._activate(specs, states)
         await self._fan_out(specs, states)
-        states = {s.subscription: s for s in await outbox.states()}
         self._start_deliveries(specs, states)
         await self._prune_if_due()
 
@@ -295,6 +293,25 @@ class Dispatcher:
         self._tasks.clear()
 
     # -- subscriptions -----------------------------------------------------------------------
+
+    async def _reload_subscriptions(self, states: dict[str, SubscriptionState]) -> None:
+        """Load the live Subscriptions into `self.specs`; stop the outbox state of those gone
+        (deleted, or turned off by their owner) and turn off those past their end."""
+        self._reload = False  # before the load: a change during it asks for the next round
+        specs, seen = await self._load()
+        self._loaded = time.monotonic()
+        for id in states.keys() - seen:
+            await self._stop(id)
+            states.pop(id)
+        for id in list(self._retries):
+            if id not in specs:
+                self._retries.pop(id)
+        for spec in [s for s in specs.values() if self._ended(s)]:
+            await self._set_status(spec.id, "off", None)
+            await self._stop(spec.id)
+            states.pop(spec.id, None)
+            specs.pop(spec.id)
+        self.specs = specs
 
     async def _load(self) -> tuple[dict[str, SubscriptionSpec], set[str]]:
         """The live Subscriptions as specs, and the ids of every live one (parseable or
@@ -406,6 +423,7 @@ class Dispatcher:
         straight to storage (no client checks: the server is not a client of itself). A
         Subscription its owner changed meanwhile (off, deleted) is left as its owner left it.
         """
+        self._reload = True  # the spec in hand still has the status before
         try:
             async with self.storage.unit_of_work() as uow:
                 current = await uow.current("Subscription", id)
@@ -458,6 +476,8 @@ class Dispatcher:
                         pairs.append((spec.id, event))
             cursor = events[-1].seq
             await outbox.fan_out(cursor, pairs)
+            for id, count in Counter(id for id, _ in pairs).items():  # numbered as the outbox did
+                states[id] = replace(states[id], number=states[id].number + count)
             if len(events) < EVENT_BATCH:
                 return
 
