@@ -275,10 +275,14 @@ class Outbox(Protocol):
     async def cursor(self) -> int:
         """The seq up to which events are fanned out (0 at first)."""
 
-    async def fan_out(self, cursor: int, notifications: list[tuple[str, TopicEvent]]) -> None:
-        """Atomically: each (subscription id, event) becomes the subscription's next number,
-        in list order, and the cursor becomes `cursor`. A subscription without a state is
-        skipped."""
+    async def fan_out(
+        self, after: int, cursor: int, notifications: list[tuple[str, TopicEvent]]
+    ) -> bool:
+        """Atomically, if the cursor is still `after`: each (subscription id, event) becomes
+        the subscription's next number, in list order, and the cursor becomes `cursor`. A
+        subscription without a state is skipped. False, and nothing written, when the cursor
+        moved: a dispatcher that stalled past its lease must not number events its successor
+        numbered already."""
 
     async def start(self, subscription: str, topic: str, start_seq: int) -> SubscriptionState:
         """The subscription's state, created if absent (an existing one is returned as is)."""

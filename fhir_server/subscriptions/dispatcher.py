@@ -212,7 +212,7 @@ class Dispatcher:
         self._renewed = 0.0
         self._reload = True  # the Subscriptions changed: load them in the next round
         self._loaded = 0.0
-        self._pruned = 0.0
+        self._pruned = -PRUNE_EVERY  # the first round prunes
         self._warned: set[tuple[str, str]] = set()
 
     def notify(self, subscriptions: bool = False) -> None:
@@ -474,8 +474,11 @@ class Dispatcher:
                 for spec in sorted(candidates, key=lambda s: str(s.id)):
                     if self._matches(spec, event.focus_type, focus, index):
                         pairs.append((spec.id, event))
-            cursor = events[-1].seq
-            await outbox.fan_out(cursor, pairs)
+            after, cursor = cursor, events[-1].seq
+            if not await outbox.fan_out(after, cursor, pairs):
+                log.warning("another dispatcher fanned out these events; checking the lease")
+                self._renewed = 0.0  # ask the database at the next round, not in lease/3
+                return
             for id, count in Counter(id for id, _ in pairs).items():  # numbered as the outbox did
                 states[id] = replace(states[id], number=states[id].number + count)
             if len(events) < EVENT_BATCH:

@@ -126,7 +126,7 @@ async def test_fan_out_numbers_each_subscription_without_gaps(storage: Storage) 
     await outbox.start("s2", TOPIC, 0)
     assert await outbox.cursor() == 0
     pairs = [("s1", e1), ("s2", e1), ("ghost", e2), ("s1", e2), ("s1", e3)]
-    await outbox.fan_out(e3.seq, pairs)
+    await outbox.fan_out(await outbox.cursor(), e3.seq, pairs)
     assert await outbox.cursor() == e3.seq
     s1 = await outbox.notifications("s1", 0)
     assert [(n.subscription, n.number, n.event) for n in s1] == [
@@ -140,7 +140,7 @@ async def test_fan_out_numbers_each_subscription_without_gaps(storage: Storage) 
     states = {s.subscription: s.number for s in await outbox.states()}
     assert states == {"s1": 3, "s2": 1}
     (e4,) = [e for e in await events(storage, "d") if e.seq > e3.seq]
-    await outbox.fan_out(e4.seq, [("s2", e4)])
+    await outbox.fan_out(await outbox.cursor(), e4.seq, [("s2", e4)])
     assert [(n.number, n.event) for n in await outbox.notifications("s2", 1)] == [(2, e4)]
     assert (await outbox.state("s2")).number == 2  # type: ignore[union-attr]
     assert (await outbox.state("s1")).number == 3  # type: ignore[union-attr]
@@ -149,11 +149,28 @@ async def test_fan_out_numbers_each_subscription_without_gaps(storage: Storage) 
 
 async def test_fan_out_without_notifications_moves_the_cursor(storage: Storage) -> None:
     (e1,) = await events(storage, "a")
-    await storage.outbox.fan_out(e1.seq, [])
+    await storage.outbox.fan_out(await storage.outbox.cursor(), e1.seq, [])
     assert await storage.outbox.cursor() == e1.seq
-    await storage.outbox.fan_out(e1.seq, [("nobody", e1)])
+    await storage.outbox.fan_out(await storage.outbox.cursor(), e1.seq, [("nobody", e1)])
     assert await storage.outbox.cursor() == e1.seq
     assert await storage.outbox.states() == []
+
+
+async def test_a_stale_fan_out_writes_nothing(storage: Storage) -> None:
+    """A dispatcher that stalled past its lease fans out from the cursor it read; its
+    successor moved the cursor meanwhile, so the late fan-out is refused whole: no event gets
+    a second number."""
+    outbox = storage.outbox
+    await outbox.start("s1", TOPIC, 0)
+    e1, e2 = await events(storage, "a", "b")
+    assert await outbox.fan_out(0, e2.seq, [("s1", e1), ("s1", e2)]) is True
+    assert await outbox.fan_out(0, e2.seq, [("s1", e1), ("s1", e2)]) is False
+    assert [n.event for n in await outbox.notifications("s1", 0)] == [e1, e2]
+    assert (await outbox.state("s1")).number == 2  # type: ignore[union-attr]
+    assert await outbox.cursor() == e2.seq
+    e3 = (await events(storage, "c"))[-1]
+    assert await outbox.fan_out(e2.seq, e3.seq, [("s1", e3)]) is True
+    assert [n.number for n in await outbox.notifications("s1", 0)] == [1, 2, 3]
 
 
 # -- subscription states ---------------------------------------------------------------------
@@ -176,7 +193,7 @@ async def test_notifications_ranges(storage: Storage) -> None:
     outbox = storage.outbox
     found = await events(storage, "a", "b", "c", "d", "e")
     await outbox.start("s1", TOPIC, 0)
-    await outbox.fan_out(found[-1].seq, [("s1", e) for e in found])
+    await outbox.fan_out(await outbox.cursor(), found[-1].seq, [("s1", e) for e in found])
 
     async def numbers(since: int, until: int | None = None, limit: int = 100) -> list[int]:
         return [n.number for n in await outbox.notifications("s1", since, until, limit)]
@@ -252,7 +269,9 @@ async def test_stop_drops_state_and_notifications(storage: Storage) -> None:
     found = await events(storage, "a", "b")
     await outbox.start("s1", TOPIC, 0)
     await outbox.start("s2", TOPIC, 0)
-    await outbox.fan_out(found[-1].seq, [(s, e) for e in found for s in ("s1", "s2")])
+    await outbox.fan_out(
+        await outbox.cursor(), found[-1].seq, [(s, e) for e in found for s in ("s1", "s2")]
+    )
     await outbox.stop("s1")
     assert await outbox.state("s1") is None
     assert await outbox.notifications("s1", 0) == []
@@ -261,7 +280,7 @@ async def test_stop_drops_state_and_notifications(storage: Storage) -> None:
     # Started again, it counts from 1: nothing of the old numbering is left.
     await outbox.start("s1", TOPIC, found[-1].seq)
     (late,) = [e for e in await events(storage, "c") if e.seq > found[-1].seq]
-    await outbox.fan_out(late.seq, [("s1", late)])
+    await outbox.fan_out(await outbox.cursor(), late.seq, [("s1", late)])
     assert [(n.number, n.event) for n in await outbox.notifications("s1", 0)] == [(1, late)]
 
 
@@ -276,7 +295,9 @@ async def test_prune_keeps_undelivered_new_and_not_fanned_out(storage: Storage) 
     await outbox.start("s1", TOPIC, 0)
     await outbox.start("s2", TOPIC, 0)
     # a: s1 and s2; b: s1 only; c: s2 only; d: s1 (new); e is not fanned out yet.
-    await outbox.fan_out(d.seq, [("s1", a), ("s2", a), ("s1", b), ("s2", c), ("s1", d)])
+    await outbox.fan_out(
+        await outbox.cursor(), d.seq, [("s1", a), ("s2", a), ("s1", b), ("s2", c), ("s1", d)]
+    )
     # s1 delivered a and b (1, 2), not d (3); s2 delivered a (1), not c (2).
     await outbox.record([Progress("s1", delivered=2)])
     await outbox.record([Progress("s2", delivered=1)])
@@ -297,7 +318,7 @@ async def test_seq_is_never_reused_after_pruning(storage: Storage) -> None:
     for id in ("a", "b"):
         await write(storage, event(id, at=OLD))
     found = await outbox.events_after(0)
-    await outbox.fan_out(found[-1].seq, [])
+    await outbox.fan_out(await outbox.cursor(), found[-1].seq, [])
     assert await outbox.prune(CUTOFF) == 2
     assert await outbox.events_after(0) == []
     assert await outbox.last_seq() == found[-1].seq

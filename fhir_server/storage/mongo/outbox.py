@@ -134,10 +134,17 @@ class MongoOutbox:
         found = await self._meta.find_one({"_id": CURSOR_KEY})
         return 0 if found is None else int(found["value"])
 
-    async def fan_out(self, cursor: int, notifications: list[tuple[str, TopicEvent]]) -> None:
+    async def fan_out(
+        self, after: int, cursor: int, notifications: list[tuple[str, TopicEvent]]
+    ) -> bool:
+        """In a transaction, a concurrent fan-out conflicts on the cursor document and one
+        of them sees the other's cursor; without transactions the check is a read first."""
         transactions = self._storage.transactions
 
-        async def apply(session: Any) -> None:
+        async def apply(session: Any) -> bool:
+            stored = await self._meta.find_one({"_id": CURSOR_KEY}, session=session)
+            if (0 if stored is None else int(stored["value"])) != after:
+                return False
             ids = sorted({str(subscription) for subscription, _ in notifications})
             found = self._states.find({"_id": {"$in": ids}}, {"number": 1}, session=session)
             before = {d["_id"]: int(d["number"]) async for d in found}
@@ -171,8 +178,9 @@ class MongoOutbox:
             await self._meta.update_one(
                 {"_id": CURSOR_KEY}, {"$set": {"value": int(cursor)}}, upsert=True, session=session
             )
+            return True
 
-        await self._atomic(apply)
+        return await self._atomic(apply)
 
     async def start(self, subscription: str, topic: str, start_seq: int) -> SubscriptionState:
         initial = {

@@ -85,8 +85,10 @@ class SqliteOutbox:
     async def cursor(self) -> int:
         return int(await self._storage.run_read(_cursor))
 
-    async def fan_out(self, cursor: int, notifications: list[tuple[str, TopicEvent]]) -> None:
-        await self._storage.run_write(_fan_out, cursor, notifications)
+    async def fan_out(
+        self, after: int, cursor: int, notifications: list[tuple[str, TopicEvent]]
+    ) -> bool:
+        return bool(await self._storage.run_write(_fan_out, after, cursor, notifications))
 
     async def start(self, subscription: str, topic: str, start_seq: int) -> SubscriptionState:
         return await self._storage.run_write(_start, subscription, topic, start_seq)  # type: ignore[no-any-return]
@@ -159,10 +161,13 @@ def _cursor(conn: sqlite3.Connection) -> int:
 
 
 def _fan_out(
-    conn: sqlite3.Connection, cursor: int, notifications: list[tuple[str, TopicEvent]]
-) -> None:
+    conn: sqlite3.Connection, after: int, cursor: int, notifications: list[tuple[str, TopicEvent]]
+) -> bool:
     """Number the notifications from each subscription's state, then store them, the new
-    numbers and the cursor: one transaction."""
+    numbers and the cursor: one transaction, under the writer lock, so the cursor read here
+    is the one the write replaces."""
+    if _cursor(conn) != after:
+        return False
     numbers: dict[str, int | None] = {}
     rows: list[tuple[str, int, int]] = []
     for subscription, event in notifications:
@@ -180,6 +185,7 @@ def _fan_out(
     updates = [(n, s) for s, n in numbers.items() if n is not None]
     conn.executemany("UPDATE subscription_states SET number = ? WHERE subscription = ?", updates)
     conn.execute(_SET_CURSOR, (CURSOR_KEY, str(cursor)))
+    return True
 
 
 def _state(conn: sqlite3.Connection, subscription: str) -> SubscriptionState | None:
