@@ -18,12 +18,14 @@ notices and their obligation Tasks, not thousands. Reported:
 
     .venv/bin/python benchmarks/notify.py                        # 50 subscriptions, 100/s, 20 s
     .venv/bin/python benchmarks/notify.py --subscriptions 10 --rate 20 --seconds 5
+    .venv/bin/python benchmarks/notify.py --dispatcher process   # `fhir-server dispatch` apart
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import json
 import os
@@ -229,9 +231,15 @@ async def bench(args: argparse.Namespace, work: Path) -> int:
     ]
     command += ["--db", str(work / "notify.sqlite3"), "--log-level", "warning"]
     env = {**os.environ, "FHIR_SUBSCRIPTION_ALLOWED_HOSTS": json.dumps([HOST])}
+    dispatcher = contextlib.nullcontext()
+    if args.dispatcher == "process":  # `fhir-server dispatch` beside a server that does not
+        env["FHIR_DISPATCH"] = "false"
+        dispatch = [sys.executable, "-m", "fhir_server.cli", "dispatch", "--log-level", "warning"]
+        dispatch += ["--db", str(work / "notify.sqlite3")]
+        dispatcher = subprocess_server(dispatch, {**env, "FHIR_DISPATCH": "true"}, work / "d.log")
     n = args.subscriptions
     try:
-        with subprocess_server(command, env, work / "server.log") as server:
+        with subprocess_server(command, env, work / "server.log") as server, dispatcher:
             async with httpx.AsyncClient(timeout=60, headers=HEADERS) as client:
                 await wait_ready(client, f"{base}/metadata", server, work / "server.log")
                 loaded = await client.post(base, json=case_bundle(n, args.patients))
@@ -316,7 +324,8 @@ def report(
     )
     p = lambda q: latencies[min(len(latencies) - 1, int(len(latencies) * q))] * 1000  # noqa: E731
     print(f"sip-fhir notify  subscriptions={args.subscriptions}  rate={args.rate}/s  "
-          f"seconds={args.seconds}  SQLite, rest-hook on loopback, id-only")  # fmt: skip
+          f"seconds={args.seconds}  dispatcher={args.dispatcher}  SQLite, rest-hook on "
+          "loopback, id-only")  # fmt: skip
     print(f"commit -> delivery: p50 {p(0.5):.0f} ms, p99 {p(0.99):.0f} ms, max {p(1.0):.0f} ms "
           f"({len(latencies)} events)")  # fmt: skip
     print(f"delivered {len(latencies) / args.seconds:,.0f} notifications/s; lost {lost}, "
@@ -335,6 +344,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writes", type=int, default=500, help="closed-loop writes per phase")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--patients", type=int, default=500, help="patients the notices concern")
+    parser.add_argument(
+        "--dispatcher",
+        choices=("server", "process"),
+        default="server",
+        help="the server's own dispatcher, or `fhir-server dispatch` in a process of its own",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="notify-bench-") as tmp:
         return asyncio.run(bench(args, Path(tmp)))

@@ -54,6 +54,7 @@ async def run_dispatcher() -> None:
     """The dispatcher alone until SIGINT/SIGTERM: it takes the lease when no other process
     holds it, so it can run beside servers that dispatch too."""
     from fhir_server.config import Settings
+    from fhir_server.search.registry import use_conformance
     from fhir_server.storage.factory import create_storage
     from fhir_server.subscriptions.dispatcher import Dispatcher
     from fhir_server.subscriptions.events import topics_of
@@ -61,7 +62,9 @@ async def run_dispatcher() -> None:
 
     settings = Settings()
     storage = create_storage(settings)
-    topics = topics_of(Validator.from_directories(settings.profile_dirs).conformance)
+    conformance = Validator.from_directories(settings.profile_dirs).conformance
+    use_conformance(conformance)  # filters on the profiles' SearchParameters and value sets
+    topics = topics_of(conformance)
     await storage.open()
     task = asyncio.create_task(Dispatcher(storage, settings, topics=topics).run())
     loop = asyncio.get_running_loop()

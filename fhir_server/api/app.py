@@ -20,7 +20,7 @@ from fhir_server.api.routes import ROUTES, Handler
 from fhir_server.config import Settings
 from fhir_server.interactions.conformance import publish_conformance
 from fhir_server.interactions.reindex import reindex_if_needed
-from fhir_server.search.registry import use_codesystems, use_custom, use_valuesets
+from fhir_server.search.registry import use_conformance
 from fhir_server.sip.clock import Clock, SystemClock
 from fhir_server.sip.obligations import sweep_forever
 from fhir_server.storage.factory import create_storage
@@ -41,9 +41,7 @@ def create_app(
     settings = settings or Settings()
     storage = storage or create_storage(settings)
     validator = Validator.from_directories(settings.profile_dirs)
-    use_custom(validator.conformance.of_kind("SearchParameter"))
-    use_valuesets(validator.conformance.valueset)
-    use_codesystems(validator.conformance.hierarchy)
+    use_conformance(validator.conformance)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

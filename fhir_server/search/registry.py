@@ -12,10 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fhir_server.resource_types import resource_types
 from fhir_server.validation.definitions import CodeHierarchy, search_parameters
+
+if TYPE_CHECKING:
+    from fhir_server.validation.conformance import Conformance
 
 SUPPORTED_TYPES = frozenset(
     {"token", "string", "date", "number", "quantity", "reference", "uri", "composite"}
@@ -104,6 +107,14 @@ def use_custom(params: Iterable[dict[str, Any]]) -> None:
         search_params.cache_clear()
         all_params.cache_clear()
         _generation[0] += 1
+
+
+def use_conformance(conformance: Conformance) -> None:
+    """Search as a server with these conformance resources does: their SearchParameters,
+    value sets and code systems (the app and the standalone dispatcher both set it up)."""
+    use_custom(conformance.of_kind("SearchParameter"))
+    use_valuesets(conformance.valueset)
+    use_codesystems(conformance.hierarchy)
 
 
 @cache

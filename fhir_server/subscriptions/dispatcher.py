@@ -50,6 +50,7 @@ from fhir_server.storage.port import (
 from fhir_server.subscriptions import notifications as bundles
 from fhir_server.subscriptions.matching import filters_match
 from fhir_server.subscriptions.model import SubscriptionSpec, parse_subscription
+from fhir_server.subscriptions.notifications import VersionKey
 from fhir_server.subscriptions.rest_hook import DeliveryError, post, short
 
 if TYPE_CHECKING:
@@ -127,15 +128,30 @@ async def load_subscription(
         return None
 
 
+class RecentVersions(dict[VersionKey, dict[str, Any]]):
+    """Resource versions the dispatcher read lately, by (type, id, version): a version never
+    changes, so the fan-out's read of a focus serves its delivery too. Oldest out first."""
+
+    LIMIT = 4096
+
+    def keep(self, key: VersionKey, resource: dict[str, Any]) -> None:
+        self[key] = resource
+        if len(self) > self.LIMIT:
+            del self[next(iter(self))]
+
+
 async def focus_resources(
-    storage: Storage, notes: list[Notification]
-) -> dict[tuple[str, str, int], dict[str, Any]]:
+    storage: Storage, notes: list[Notification], recent: RecentVersions | None = None
+) -> dict[VersionKey, dict[str, Any]]:
     """The focus versions of `notes` (full-resource payloads), by (type, id, version)."""
-    found: dict[tuple[str, str, int], dict[str, Any]] = {}
+    found: dict[VersionKey, dict[str, Any]] = {}
     for note in notes:
         event = note.event
         key = (event.focus_type, event.focus_id, event.focus_version)
         if key in found:
+            continue
+        if recent is not None and key in recent:
+            found[key] = recent[key]
             continue
         version = await storage.vread(*key, ALL)
         if version is not None and version.json is not None:
@@ -148,15 +164,15 @@ async def shape_context(
     topics: Topics,
     spec: SubscriptionSpec,
     notes: list[Notification],
-    resources: dict[tuple[str, str, int], dict[str, Any]],
+    resources: dict[VersionKey, dict[str, Any]],
     content: str,
-) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
+) -> dict[VersionKey, list[dict[str, Any]]]:
     """The topic's notificationShape resources (its includes and revIncludes) for each focus
     version in `resources`, as they are now: the `additional-context` of the events."""
     topic = topics.get(spec.topic)
     if topic is None or content == "empty":
         return {}
-    context: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    context: dict[VersionKey, list[dict[str, Any]]] = {}
     for key, focus in resources.items():
         found: dict[tuple[str, str], dict[str, Any]] = {}
         for type, id in bundles.shape_includes(topic, key[0], focus):
@@ -202,6 +218,7 @@ class Dispatcher:
         self._parsed: dict[str, tuple[tuple[int, str], SubscriptionSpec]] = {}
         self._progress: dict[str, Progress] = {}  # the latest delivery state, by subscription
         self._unsaved: set[str] = set()  # progress the outbox has not recorded yet
+        self._recent = RecentVersions()
         self._client_factory = http_client_factory
         self._client: httpx.AsyncClient | None = None
         self._wake = asyncio.Event()
@@ -463,7 +480,7 @@ class Dispatcher:
             if not events:
                 return
             pairs: list[tuple[str, TopicEvent]] = []
-            focus_cache: dict[tuple[str, str, int], tuple[dict[str, Any], Any]] = {}
+            focus_cache: dict[VersionKey, tuple[dict[str, Any], Any]] = {}
             for event in events:
                 candidates = [
                     s for s in by_topic.get(event.topic, ()) if states[s.id].start_seq < event.seq
@@ -485,7 +502,7 @@ class Dispatcher:
                 return
 
     async def _focus(
-        self, event: TopicEvent, cache: dict[tuple[str, str, int], tuple[dict[str, Any], Any]]
+        self, event: TopicEvent, cache: dict[VersionKey, tuple[dict[str, Any], Any]]
     ) -> tuple[dict[str, Any], Any]:
         """The focus version the filters test, with its index entries (computed once for
         all the subscriptions that test it)."""
@@ -495,6 +512,7 @@ class Dispatcher:
             stored = await self.storage.vread(*key, ALL)
             if stored is not None and stored.json is not None:
                 focus = fhirjson.loads_resource(stored.json)
+                self._recent.keep(key, focus)
             else:
                 focus = {"resourceType": event.focus_type, "id": event.focus_id}
             cache[key] = (focus, index_entries(event.focus_type, focus))
@@ -560,7 +578,7 @@ class Dispatcher:
             return
         resources = {}
         if spec.payload != "empty":
-            resources = await focus_resources(self.storage, notes)
+            resources = await focus_resources(self.storage, notes, self._recent)
         context = await shape_context(
             self.storage, self.topics, spec, notes, resources, spec.payload
         )

@@ -63,6 +63,11 @@ def _children(item: Any, name: str, types: frozenset[str]) -> list[Any]:
     """FHIRPath member access on FHIR JSON: `value` finds `valueQuantity`, `_x` counts."""
     if not isinstance(item, dict):
         return []
+    if name in item and "_" + name not in item:  # the common case: no scan of the keys
+        value = item[name]
+        if isinstance(value, list):
+            return [v for v in value if v is not None]
+        return [] if value is None else [value]
     out: list[Any] = []
     for key, value in item.items():
         if key == name or key == "_" + name:
