@@ -22,12 +22,14 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -82,10 +84,19 @@ def instant(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(INSTANT_FORMAT)
 
 
+@cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every subscription's client (building one loads the CA store)."""
+    return ssl.create_default_context()
+
+
 def default_client() -> httpx.AsyncClient:
-    """No proxies from the environment and no redirects: notifications go to the endpoint
-    the subscriber registered, nowhere else."""
-    return httpx.AsyncClient(follow_redirects=False, trust_env=False)
+    """A subscription's own client: no proxies from the environment and no redirects
+    (notifications go to the endpoint the subscriber registered, nowhere else), one
+    connection kept alive (one delivery is in flight per subscription; a pool shared by all
+    of them would be scanned on every request)."""
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    return httpx.AsyncClient(follow_redirects=False, trust_env=False, verify=_tls(), limits=limits)
 
 
 def blank_state(spec: SubscriptionSpec) -> SubscriptionState:
@@ -220,7 +231,7 @@ class Dispatcher:
         self._unsaved: set[str] = set()  # progress the outbox has not recorded yet
         self._recent = RecentVersions()
         self._client_factory = http_client_factory
-        self._client: httpx.AsyncClient | None = None
+        self._clients: dict[str, httpx.AsyncClient] = {}  # by subscription
         self._wake = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(CONCURRENCY)
@@ -241,7 +252,6 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Rounds until cancelled; a failing round is logged and the next one runs."""
-        self._client = self._client_factory()
         try:
             while True:
                 self._wake.clear()
@@ -265,7 +275,7 @@ class Dispatcher:
                     await self._save_progress()
                     await self.storage.outbox.release_lease(LEASE, self.owner)
                 self.holding = False
-            await self._client.aclose()
+            await self._close_clients(list(self._clients))
 
     async def step(self) -> None:
         """One round: lease, subscriptions, activations, fan-out, deliveries, retention."""
@@ -323,6 +333,7 @@ class Dispatcher:
         for id in list(self._retries):
             if id not in specs:
                 self._retries.pop(id)
+        await self._close_clients([id for id in self._clients if id not in specs])
         for spec in [s for s in specs.values() if self._ended(s)]:
             await self._set_status(spec.id, "off", None)
             await self._stop(spec.id)
@@ -619,8 +630,11 @@ class Dispatcher:
             if self.websockets is None:
                 return False
             return await self.websockets.send(spec.id, bundle)
-        assert self._client is not None and spec.endpoint
-        await post(self._client, spec.endpoint, bundle, spec.headers, spec.timeout)
+        assert spec.endpoint
+        client = self._clients.get(spec.id)
+        if client is None:
+            client = self._clients[spec.id] = self._client_factory()
+        await post(client, spec.endpoint, bundle, spec.headers, spec.timeout)
         return True
 
     # -- progress ----------------------------------------------------------------------------
@@ -665,6 +679,14 @@ class Dispatcher:
     async def _stop(self, id: str) -> None:
         await self.storage.outbox.stop(id)
         self._forget(id)
+        await self._close_clients([id])
+
+    async def _close_clients(self, ids: list[str]) -> None:
+        for id in ids:
+            client = self._clients.pop(id, None)
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
 
     # -- retention ---------------------------------------------------------------------------
 
