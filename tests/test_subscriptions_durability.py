@@ -28,6 +28,7 @@ from fhir_server.api.app import create_app
 from fhir_server.config import Settings
 from fhir_server.sip.clock import FixedClock
 from fhir_server.subscriptions.dispatcher import LEASE, Dispatcher
+from tests import test_subscriptions_rest_hook as rest_hook
 from tests.conftest import LiveServer
 from tests.engines import make_storage
 from tests.sip_case import load_case
@@ -57,16 +58,7 @@ LIVE_ENV = {
     "FHIR_SUBSCRIPTION_LEASE": "3",  # a killed holder's lease runs out quickly
 }
 ACTS = ("Task", "Communication", "Appointment", "CarePlan")  # the case less what tests send
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+receiver = rest_hook.receiver  # the loopback subscriber fixture, as the rest-hook tests use it
 
 
 @pytest.fixture
