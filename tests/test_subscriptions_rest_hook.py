@@ -330,6 +330,9 @@ async def test_handshake_then_numbered_events_for_every_payload(
                 assert event_focus(first)[0].endswith("Communication/admission-notice")
                 assert all("resource" not in e for e in entries)
                 assert entries[0]["fullUrl"].endswith("Communication/admission-notice")
+                # the notificationShape's includes: references with their current versions
+                context = {e["fullUrl"].split("/fhir/")[-1]: e["response"] for e in entries[1:]}
+                assert context["Patient/tolvan-tolvansson"] == {"status": "200 OK", "etag": 'W/"1"'}
             else:
                 focus = [e["resource"] for e in entries if "resource" in e]
                 assert focus[0]["resourceType"] == "Communication"

@@ -44,6 +44,7 @@ from fhir_server.storage.port import (
     AccessFilter,
     Notification,
     Progress,
+    ResourceVersion,
     Storage,
     SubscriptionState,
     TopicEvent,
@@ -184,12 +185,13 @@ async def shape_context(
     if topic is None or content == "empty":
         return {}
     context: dict[VersionKey, list[dict[str, Any]]] = {}
+    content_of = _content if content == "full-resource" else _identity
     for key, focus in resources.items():
         found: dict[tuple[str, str], dict[str, Any]] = {}
         for type, id in bundles.shape_includes(topic, key[0], focus):
             version = await storage.read(type, id, ALL)
             if version is not None and version.json is not None:
-                found[(type, id)] = fhirjson.loads_resource(version.json)
+                found[(type, id)] = content_of(version)
         for source, param, reference in bundles.shape_rev_includes(topic, key[0], key[1]):
             try:
                 query = parse_search(source, [(param, reference), ("_count", str(PAGE))]).query
@@ -197,10 +199,22 @@ async def shape_context(
                 continue
             for version in (await storage.search(query, ALL)).items:
                 if version.json is not None:
-                    found[(version.type, version.id)] = fhirjson.loads_resource(version.json)
+                    found[(version.type, version.id)] = content_of(version)
         if found:
             context[key] = list(found.values())
     return context
+
+
+def _content(version: ResourceVersion) -> dict[str, Any]:
+    assert version.json is not None
+    return fhirjson.loads_resource(version.json)
+
+
+def _identity(version: ResourceVersion) -> dict[str, Any]:
+    """What an id-only notification says of a context resource (type, id, version): the
+    stored bytes need no parsing for that."""
+    meta = {"versionId": str(version.version)}
+    return {"resourceType": version.type, "id": version.id, "meta": meta}
 
 
 class Dispatcher:
