@@ -58,11 +58,11 @@ async def run_dispatcher() -> None:
     from fhir_server.storage.factory import create_storage
     from fhir_server.subscriptions.dispatcher import Dispatcher
     from fhir_server.subscriptions.events import topics_of
-    from fhir_server.validation.validator import Validator
+    from fhir_server.validation.conformance import load_conformance
 
     settings = Settings()
     storage = create_storage(settings)
-    conformance = Validator.from_directories(settings.profile_dirs).conformance
+    conformance = load_conformance(settings.profile_dirs)  # it validates nothing: no profiles
     use_conformance(conformance)  # filters on the profiles' SearchParameters and value sets
     topics = topics_of(conformance)
     await storage.open()

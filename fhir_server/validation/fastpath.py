@@ -110,7 +110,7 @@ def _moment(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value
     if isinstance(value, str) and _INSTANT.fullmatch(value):
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return datetime.fromisoformat(value)  # Python 3.11 reads `Z`
     return None
 
 
