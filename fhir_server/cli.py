@@ -1,5 +1,6 @@
-"""`fhir-server serve`: run the server with uvicorn; `fhir-server dispatch`: only the
-subscription dispatcher (for a deployment that serves with FHIR_DISPATCH=false)."""
+"""`fhir-server serve`: run the server with uvicorn, one process per core by default;
+`fhir-server dispatch`: only the subscription dispatcher (for a deployment that serves with
+FHIR_DISPATCH=false)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import contextlib
 import logging
 import os
 import signal
+from typing import Any
 
 import uvicorn
 
@@ -21,6 +23,12 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--db", help="SQLite file (default: $FHIR_SQLITE_PATH or data/fhir.sqlite3)")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=cpu_count(),
+        help="server processes on the one port and database (default: the CPUs, here %(default)s)",
+    )
     dispatch = commands.add_parser("dispatch", help="run only the subscription dispatcher")
     dispatch.add_argument("--db", help="SQLite file (as for serve)")
     dispatch.add_argument("--log-level", default="info")
@@ -32,22 +40,64 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(run_dispatcher())
         return
 
-    from fhir_server.api.app import create_app
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    serve_http(args.host, args.port, args.log_level, args.workers)
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (a container's or taskset's limit included)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def serve_http(host: str, port: int, log_level: str, workers: int) -> None:
     from fhir_server.api.protocol import bounded_protocol
     from fhir_server.config import Settings
 
     settings = Settings()
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        http=bounded_protocol(settings),  # head size, field count and read time; see protocol.py
-        timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "timeout_keep_alive": settings.keep_alive_timeout,  # a float works
         # uvicorn answers 503 when the connections or the requests in flight (abandoned ones
         # still running included) reach this; the protocol closes excess connections first.
-        limit_concurrency=settings.max_connections + 1,
+        "limit_concurrency": settings.max_connections + 1,
+    }
+    if workers == 1:
+        from fhir_server.api.app import create_app
+
+        # head size, field count and read time; see protocol.py
+        uvicorn.run(create_app(settings), http=bounded_protocol(settings), **options)
+        return
+    logging.basicConfig(level=log_level.upper())
+    asyncio.run(prepare_once(settings))  # the workers skip it: see api/startup.py
+    uvicorn.run(
+        "fhir_server.api.worker:app",
+        factory=True,
+        workers=workers,
+        http="fhir_server.api.worker:protocol",
+        **options,
     )
+
+
+async def prepare_once(settings: Any) -> None:
+    from fhir_server.api.startup import prepare
+    from fhir_server.search.registry import use_conformance
+    from fhir_server.storage.factory import create_storage
+    from fhir_server.validation.conformance import load_conformance
+
+    conformance = load_conformance(settings.profile_dirs)
+    use_conformance(conformance)  # the profiles' SearchParameters index what is published
+    storage = create_storage(settings)
+    await storage.open()
+    try:
+        await prepare(storage, conformance)
+    finally:
+        await storage.close()
 
 
 async def run_dispatcher() -> None:

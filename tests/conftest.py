@@ -107,9 +107,18 @@ def _die_with_parent() -> None:
 class LiveServer:
     """A real `fhir-server serve` process on loopback (SQLite), for client and crash tests."""
 
-    def __init__(self, db: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        db: Path,
+        env: dict[str, str] | None = None,
+        *,
+        workers: int = 1,
+        log: Path | None = None,
+    ) -> None:
         self.db = db
         self.env = env or {}  # extra environment for the server, e.g. tiny timeouts
+        self.workers = workers
+        self.log = log  # where stderr goes, at log level info; None: inherited, warnings only
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/fhir"
         self.process: subprocess.Popen[bytes] | None = None
@@ -126,10 +135,19 @@ class LiveServer:
             "--db",
             str(self.db),
             "--log-level",
-            "warning",
+            "info" if self.log else "warning",
+            "--workers",
+            str(self.workers),
         ]
         env = {**os.environ, **self.env}
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, preexec_fn=_die_with_parent)
+        stderr = self.log.open("ab") if self.log else None
+        try:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=env, stderr=stderr, preexec_fn=_die_with_parent
+            )
+        finally:
+            if stderr is not None:
+                stderr.close()  # the server has its own copy
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -17,9 +17,8 @@ from fhir_server.api.errors import install_error_handlers
 from fhir_server.api.limits import RequestLimits
 from fhir_server.api.metadata import metadata
 from fhir_server.api.routes import ROUTES, Handler
+from fhir_server.api.startup import prepare, process_owner
 from fhir_server.config import Settings
-from fhir_server.interactions.conformance import publish_conformance
-from fhir_server.interactions.reindex import reindex_if_needed
 from fhir_server.search.registry import use_conformance
 from fhir_server.sip.clock import Clock, SystemClock
 from fhir_server.sip.obligations import sweep_forever
@@ -27,17 +26,26 @@ from fhir_server.storage.factory import create_storage
 from fhir_server.storage.port import Storage
 from fhir_server.subscriptions.dispatcher import Dispatcher
 from fhir_server.subscriptions.events import serve, topics_of
-from fhir_server.subscriptions.websocket import SOCKET_PATH, WebsocketHub, subscription_socket
-from fhir_server.validation.invariants import report_unsupported
+from fhir_server.subscriptions.websocket import (
+    SOCKET_PATH,
+    WebsocketHub,
+    subscription_socket,
+    token_key,
+)
 from fhir_server.validation.structure import warm_up
 from fhir_server.validation.validator import Validator
 
 
 def create_app(
-    settings: Settings | None = None, storage: Storage | None = None, clock: Clock | None = None
+    settings: Settings | None = None,
+    storage: Storage | None = None,
+    clock: Clock | None = None,
+    *,
+    prepared: bool = False,
 ) -> FastAPI:
     """Build the app; `storage` defaults to the engine the settings select, `clock` to the
-    system's (tests and scenario playback set their own)."""
+    system's (tests and scenario playback set their own). `prepared`: the start-up work
+    (`startup.prepare`) is done already, as `serve --workers N` does it before the workers."""
     settings = settings or Settings()
     storage = storage or create_storage(settings)
     validator = Validator.from_directories(settings.profile_dirs)
@@ -47,11 +55,12 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await storage.open()
         warm_up()  # build the definitions' lookup tables before the first request
-        report_unsupported()
-        await reindex_if_needed(storage)
-        await publish_conformance(storage, validator.conformance)
+        if not prepared:
+            await prepare(storage, validator.conformance)
+        app.state.websockets.key = await token_key(storage)
+        owner = process_owner()
         sweeper = asyncio.create_task(
-            sweep_forever(storage, app.state.clock, settings.obligation_sweep_interval)
+            sweep_forever(storage, app.state.clock, settings.obligation_sweep_interval, owner)
         )
         dispatching = None
         if settings.dispatch:

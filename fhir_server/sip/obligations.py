@@ -8,6 +8,7 @@ is noticing that an open obligation's deadline has passed (businessStatus `overd
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import datetime, time
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SWEEP_PAGE = 200
+SWEEP_LEASE = "obligation-sweep"
 
 
 async def apply(
@@ -104,11 +106,18 @@ async def _mark_overdue(storage: Storage, found: list[ResourceVersion], now: dat
     return marked
 
 
-async def sweep_forever(storage: Storage, clock: Clock, interval: float) -> None:
-    """`sweep` now and every `interval` seconds (the app's lifespan runs and cancels it)."""
-    while True:
-        try:
-            await sweep(storage, clock)
-        except Exception:  # a failed sweep must not stop the next one
-            log.exception("obligation sweep failed")
-        await asyncio.sleep(interval)
+async def sweep_forever(storage: Storage, clock: Clock, interval: float, owner: str) -> None:
+    """`sweep` now and every `interval` seconds (the app's lifespan runs and cancels it), by
+    the process that holds the `obligation-sweep` lease: with several processes on one
+    database one sweeps, and another takes over within two intervals when it stops."""
+    try:
+        while True:
+            try:
+                if await storage.outbox.take_lease(SWEEP_LEASE, owner, 2 * interval + 5):
+                    await sweep(storage, clock)
+            except Exception:  # a failed sweep must not stop the next one
+                log.exception("obligation sweep failed")
+            await asyncio.sleep(interval)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(storage.outbox.release_lease(SWEEP_LEASE, owner))

@@ -1,16 +1,17 @@
 """The one dispatcher per database: topic events in, numbered notifications out.
 
 It holds the `subscriptions` lease, so however many processes serve the same database exactly
-one fans the outbox's topic events out to the subscriptions and delivers them. Each round it
-loads the live Subscriptions, activates new ones (a rest-hook handshake first), fans out the
-events after its cursor, and starts one delivery per subscription that has something due.
-Deliveries run as tasks with a slot of their own, so a dead endpoint waits out its backoff
-without holding up any other subscriber, and each subscription gets its notifications in
-number order with one bundle in flight. Nothing is given up: a failing endpoint is retried
+one fans the outbox's topic events out to the subscriptions and delivers them; the others
+deliver only to the websockets bound in their own process, which no other can reach. Each
+round it loads the live Subscriptions, activates new ones (a rest-hook handshake first), fans
+out the events after its cursor, and starts one delivery per subscription that has something
+due. Deliveries run as tasks with a slot of their own, so a dead endpoint waits out its
+backoff without holding up any other subscriber, and each subscription gets its notifications
+in number order with one bundle in flight. Nothing is given up: a failing endpoint is retried
 with capped exponential backoff for as long as the Subscription exists and is not `off`.
 
-Delivery progress is the lease holder's to keep: deliveries update it in memory, and the
-next round writes a round's worth in one transaction (`Outbox.record`), not one commit per
+Delivery progress is the delivering process's to keep: deliveries update it in memory, and
+the next round writes a round's worth in one transaction (`Outbox.record`), not one commit per
 notification. A crash between a delivery and that write sends the notification again, which
 at-least-once allows and the event number lets a subscriber see.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import ssl
@@ -251,7 +253,7 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self._retries: dict[str, _Retry] = {}
         self._verified: set[str] = set()  # handshakes that succeeded, to activate in step()
-        self._renewed = 0.0
+        self._renewed = -math.inf  # the first round asks for the lease
         self._reload = True  # the Subscriptions changed: load them in the next round
         self._loaded = 0.0
         self._pruned = -PRUNE_EVERY  # the first round prunes
@@ -294,6 +296,7 @@ class Dispatcher:
     async def step(self) -> None:
         """One round: lease, subscriptions, activations, fan-out, deliveries, retention."""
         if not await self._hold_lease():
+            await self._deliver_to_sockets()
             return
         outbox = self.storage.outbox
         await self._save_progress()
@@ -309,13 +312,14 @@ class Dispatcher:
     # -- lease -------------------------------------------------------------------------------
 
     async def _hold_lease(self) -> bool:
+        """Renew the lease, or try to take it, every lease/3 seconds (not every round: a
+        process without it is woken by each of its own writes)."""
         lease = self.settings.subscription_lease
-        if self.holding and time.monotonic() - self._renewed < lease / 3:
-            return True
+        if time.monotonic() - self._renewed < lease / 3:
+            return self.holding
         held = await self.storage.outbox.take_lease(LEASE, self.owner, lease)
-        if held:
-            self._renewed = time.monotonic()
-        elif self.holding:
+        self._renewed = time.monotonic()
+        if not held and self.holding:
             log.warning("subscription lease lost; dispatching stops until it is retaken")
             await self._cancel_tasks()
         if held != self.holding:  # taken or lost: the outbox's progress is the truth again
@@ -332,6 +336,20 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+
+    async def _deliver_to_sockets(self) -> None:
+        """Without the lease: deliver to the websockets bound in this process, from the
+        notifications the lease holder fanned out (only this process can reach them)."""
+        bound = self.websockets.bound() if self.websockets is not None else []
+        await self._save_progress()
+        specs: dict[str, SubscriptionSpec] = {}
+        states: dict[str, SubscriptionState] = {}
+        for id in bound:
+            spec = await load_subscription(self.storage, self.topics, self.settings, id)
+            state = await self.storage.outbox.state(id)
+            if spec is not None and state is not None and spec.channel == "websocket":
+                specs[id], states[id] = spec, state
+        self._start_deliveries(specs, states)
 
     # -- subscriptions -----------------------------------------------------------------------
 
@@ -519,7 +537,7 @@ class Dispatcher:
             after, cursor = cursor, events[-1].seq
             if not await outbox.fan_out(after, cursor, pairs):
                 log.warning("another dispatcher fanned out these events; checking the lease")
-                self._renewed = 0.0  # ask the database at the next round, not in lease/3
+                self._renewed = -math.inf  # ask the database at the next round, not in lease/3
                 return
             for id, count in Counter(id for id, _ in pairs).items():  # numbered as the outbox did
                 states[id] = replace(states[id], number=states[id].number + count)

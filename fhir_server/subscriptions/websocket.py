@@ -5,14 +5,18 @@ A client asks `Subscription/$get-ws-binding-token` for a short-lived token, conn
 handshake Bundle per subscription the token covers, then the dispatcher sends that
 subscription's notifications through the socket: the same numbering and order as rest-hook,
 and a send that succeeded counts as delivered. With no socket bound the notifications wait.
-Tokens and sockets live in this process's memory: websocket subscriptions are served by the
-process that runs the dispatcher (`serve` with FHIR_DISPATCH on, the default).
+Tokens are signed with a key kept in the database, so a token one process issued binds in
+any process that serves the same database (`serve --workers N`). Sockets live in the memory
+of the process they connected to; that process delivers to them (see the dispatcher).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import logging
 import secrets
 from collections.abc import Callable, Iterable
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from fhir_server import fhirjson
@@ -36,7 +41,8 @@ log = logging.getLogger(__name__)
 
 TOKEN_LIFETIME = 300.0  # seconds a binding token may be used to bind
 SOCKET_PATH = "/$subscription-ws"  # under the FHIR base, e.g. ws://host/fhir/$subscription-ws
-MAX_MESSAGE = 4096  # characters of a client message read; a binding command is short
+MAX_MESSAGE = 65536  # characters of a client message read: a token names its subscriptions
+KEY_META = "websocket-token-key"  # the signing key, hex, in the storage's meta
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,31 +62,45 @@ class Connection:
 
 
 class WebsocketHub:
-    """Binding tokens and bound sockets of this process."""
+    """Binding tokens and the sockets bound in this process.
+
+    A token is its subscriptions and expiry, signed (HMAC-SHA256) with `key`: nothing is kept
+    per token, and every process with the database's key can redeem it (`token_key`)."""
 
     def __init__(self, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.now = now
-        self._tokens: dict[str, Binding] = {}
+        self.key = secrets.token_bytes(32)  # replaced by the database's key at start-up
         self._bound: dict[str, list[Connection]] = {}
 
     def issue(self, subscriptions: Iterable[str]) -> Binding:
-        now = self.now()
-        for token in [t for t, b in self._tokens.items() if b.expires <= now]:
-            del self._tokens[token]
-        binding = Binding(
-            secrets.token_urlsafe(24),
-            tuple(subscriptions),
-            now + timedelta(seconds=TOKEN_LIFETIME),
-        )
-        self._tokens[binding.token] = binding
-        return binding
+        ids = tuple(subscriptions)
+        expires = (self.now() + timedelta(seconds=TOKEN_LIFETIME)).replace(microsecond=0)
+        claims = fhirjson.dumps({"s": list(ids), "e": int(expires.timestamp())})
+        payload = base64.urlsafe_b64encode(claims).rstrip(b"=").decode()
+        return Binding(f"{payload}.{self._sign(payload)}", ids, expires)
 
     def redeem(self, token: str) -> tuple[str, ...] | None:
-        """The subscriptions of an unexpired token (usable until it expires)."""
-        binding = self._tokens.get(token)
-        if binding is None or binding.expires <= self.now():
+        """The subscriptions of an unexpired token this database's key signed (usable until
+        it expires)."""
+        payload, _, signature = token.partition(".")
+        if not hmac.compare_digest(signature, self._sign(payload)):
             return None
-        return binding.subscriptions
+        try:
+            claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            ids, expires = tuple(str(id) for id in claims["s"]), int(claims["e"])
+        except (ValueError, TypeError, KeyError):
+            return None
+        if expires <= self.now().timestamp():
+            return None
+        return ids
+
+    def _sign(self, payload: str) -> str:
+        digest = hmac.new(self.key, payload.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def bound(self) -> list[str]:
+        """The subscriptions with a socket in this process."""
+        return list(self._bound)
 
     def attach(self, subscription: str, connection: Connection) -> None:
         connection.subscriptions.add(subscription)
@@ -153,6 +173,17 @@ async def binding_token(
             {"name": "websocket-url", "valueUrl": websocket_url(ctx.base_url)},
         ],
     }
+
+
+async def token_key(storage: Storage) -> bytes:
+    """The database's token signing key, made on first use (at start-up, under the start-up
+    lease, so concurrent processes never make two)."""
+    async with storage.unit_of_work() as uow:
+        stored = await uow.meta(KEY_META)
+        if stored is None:
+            stored = secrets.token_hex(32)
+            await uow.set_meta(KEY_META, stored)
+    return bytes.fromhex(stored)
 
 
 async def _websocket_subscriptions(ctx: Context, topics: Any) -> list[str]:

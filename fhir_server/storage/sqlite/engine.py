@@ -49,6 +49,7 @@ from fhir_server.storage.port import (
     AccessFilter,
     HistoryQuery,
     IndexEntry,
+    LockTimeout,
     Minted,
     Page,
     ResourceVersion,
@@ -103,6 +104,9 @@ class SqliteStorage:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         writer = await connect(self.path)
         self._writer, self._write_deadline = writer.db, writer.deadline
+        # Another process's unit of work may hold the write lock as long as its timeout:
+        # a writer waits that long for it, as a writer in this process would.
+        await self._writer.execute(f"PRAGMA busy_timeout = {int(self.transaction_timeout * 1000)}")
         await _migrate(self._writer)
         self._reads = (await connect(self.path)).db
         self.pool = Pool([await connect(self.path) for _ in range(self.readers)])
@@ -140,7 +144,10 @@ class SqliteStorage:
         assert self._writer is not None, "storage not open"
         writer, deadline = self._writer, self._write_deadline
         async with self._write_lock:
-            await writer.execute("BEGIN IMMEDIATE")
+            try:
+                await writer.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # busy past the timeout: nothing began
+                raise LockTimeout("another process holds the database's write lock") from exc
             deadline.arm(self.transaction_timeout)  # from here on it holds the write lock
             unit = SqliteUnitOfWork(writer, deadline, self.transaction_timeout)
             try:
