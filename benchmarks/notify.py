@@ -230,6 +230,7 @@ async def bench(args: argparse.Namespace, work: Path) -> int:
         str(port),
     ]
     command += ["--db", str(work / "notify.sqlite3"), "--log-level", "warning"]
+    command += ["--workers", str(args.workers)]
     env = {**os.environ, "FHIR_SUBSCRIPTION_ALLOWED_HOSTS": json.dumps([HOST])}
     dispatch = [sys.executable, "-m", "fhir_server.cli", "dispatch", "--log-level", "warning"]
     dispatch += ["--db", str(work / "notify.sqlite3")]
@@ -359,8 +360,8 @@ def report(
     )
     p = lambda q: latencies[min(len(latencies) - 1, int(len(latencies) * q))] * 1000  # noqa: E731
     print(f"sip-fhir notify  subscriptions={args.subscriptions}  rate={args.rate}/s  "
-          f"seconds={args.seconds}  dispatcher={args.dispatcher}  SQLite, rest-hook on "
-          "loopback, id-only")  # fmt: skip
+          f"seconds={args.seconds}  dispatcher={args.dispatcher}  workers={args.workers}  "
+          "SQLite, rest-hook on loopback, id-only")  # fmt: skip
     print(f"commit -> delivery: p50 {p(0.5):.0f} ms, p99 {p(0.99):.0f} ms, max {p(1.0):.0f} ms "
           f"({len(latencies)} events)")  # fmt: skip
     first = min(committed.values(), default=0.0)  # the first 201
@@ -395,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=("server", "process"),
         default="server",
         help="the server's own dispatcher, or `fhir-server dispatch` in a process of its own",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server processes (`serve --workers`)"
     )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="notify-bench-") as tmp:
