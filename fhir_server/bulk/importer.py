@@ -25,14 +25,17 @@ from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fhir_server.config import Settings
 from fhir_server.errors import operation_outcome
 from fhir_server.interactions.context import Context
 from fhir_server.interactions.reindex import reindex_if_needed
+from fhir_server.search.registry import use_conformance
 from fhir_server.security.principal import ANONYMOUS
 from fhir_server.storage.port import Storage, VersionConflict
+from fhir_server.validation.conformance import load_conformance
+from fhir_server.validation.validator import Validator
 
 from . import prepare as preparing
 from .passes import PASSES, pass_of, pass_of_line
@@ -105,8 +108,7 @@ async def run_import(
     started = time.perf_counter()
     sources = discover(paths)
     await reindex_if_needed(storage)  # stamps the index version, as the server's start does
-    ctx = preparing.context_for(settings)
-    ctx = Context(storage, settings, ANONYMOUS, "", ctx.validator)
+    ctx = _context(storage, settings, workers)
     checkpoints = await _checkpoints(storage, sources)
     digests = {s.digest: s for s in sources}
 
@@ -118,8 +120,6 @@ async def run_import(
     refusals = Report(report, covered)
     bar = Progress(sum(_count(s) for s in sources), enabled=progress)
     pool = _pool(workers, settings)
-    if pool is None:
-        preparing.use_context(ctx)
     try:
         for pass_no in PASSES:
             batches = _batches(sources, pass_no, checkpoints, batch_size, summary, bar)
@@ -132,6 +132,18 @@ async def run_import(
     summary.refused = refusals.count
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _context(storage: Storage, settings: Settings, workers: int) -> Context:
+    """The gates' context. With workers, this process validates nothing: it loads the
+    conformance resources (search parameters, value sets) without compiling the profiles,
+    as the standalone dispatcher does."""
+    if workers <= 0:
+        prepared = preparing.context_for(settings)
+        preparing.use_context(prepared)
+        return Context(storage, settings, ANONYMOUS, "", prepared.validator)
+    use_conformance(load_conformance(settings.profile_dirs))
+    return Context(storage, settings, ANONYMOUS, "", cast(Validator, None))
 
 
 async def _checkpoints(storage: Storage, sources: list[Source]) -> dict[tuple[Source, int], int]:
