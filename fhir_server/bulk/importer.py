@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any, cast
 
 from fhir_server.config import Settings
-from fhir_server.errors import operation_outcome
+from fhir_server.errors import Issue
 from fhir_server.interactions.context import Context
 from fhir_server.interactions.reindex import reindex_if_needed
 from fhir_server.search.registry import use_conformance
 from fhir_server.security.principal import ANONYMOUS
 from fhir_server.storage.port import Storage, VersionConflict
+from fhir_server.storage.sqlite import SqliteStorage
 from fhir_server.validation.conformance import load_conformance
 from fhir_server.validation.validator import Validator
 
@@ -48,6 +49,7 @@ from .store import write_batch
 BATCH = 1000
 ATTEMPTS = 3  # a batch that lost a race with another writer is stored again
 EXIT_OK, EXIT_REFUSED = 0, 3
+WRITE_CACHE_MB = 256  # SQLite writer's page cache while importing (benchmarks/README.md)
 
 
 def checkpoint_key(source: Source, pass_no: int) -> str:
@@ -88,7 +90,7 @@ class _Batch:
 
     works: list[Work] = field(default_factory=list)
     owners: list[tuple[Source, Item]] = field(default_factory=list)  # per work
-    refused: list[tuple[Source, Item, dict[str, Any]]] = field(default_factory=list)
+    refused: list[tuple[Source, Item, list[Issue]]] = field(default_factory=list)
     marks: dict[Source, int] = field(default_factory=dict)
 
 
@@ -108,6 +110,8 @@ async def run_import(
     started = time.perf_counter()
     sources = discover(paths)
     await reindex_if_needed(storage)  # stamps the index version, as the server's start does
+    if isinstance(storage, SqliteStorage):
+        await storage.use_write_cache(WRITE_CACHE_MB)
     ctx = _context(storage, settings, workers)
     checkpoints = await _checkpoints(storage, sources)
     digests = {s.digest: s for s in sources}
@@ -197,7 +201,7 @@ def _batches(
                 continue
             batch.marks[source] = item.position
             if item.failure is not None:
-                batch.refused.append((source, item, operation_outcome(item.failure.issues)))
+                batch.refused.append((source, item, item.failure.issues))
                 continue
             body = item.raw if item.raw is not None else item.resource
             assert body is not None
@@ -259,19 +263,19 @@ async def _commit(
     for attempt in range(ATTEMPTS):
         try:
             async with ctx.storage.unit_of_work() as uow:
-                for source, item, outcome in batch.refused:
-                    report.add(source, item, pass_no, outcome)
+                for source, item, issues in batch.refused:
+                    report.add(source, item, pass_no, issues)
                 prepared = [r for r in results if isinstance(r, Prepared)]
                 owners = [
                     o for o, r in zip(batch.owners, results, strict=True) if isinstance(r, Prepared)
                 ]
                 for (source, item), result in zip(batch.owners, results, strict=True):
                     if isinstance(result, Refused):
-                        report.add(source, item, pass_no, result.outcome)
+                        report.add(source, item, pass_no, result.issues)
                 written = await write_batch(ctx, uow, prepared)
-                for at, outcome in written.refused:
+                for at, issues in written.refused:
                     source, item = owners[at]
-                    report.add(source, item, pass_no, outcome)
+                    report.add(source, item, pass_no, issues)
                 for source, position in batch.marks.items():
                     await uow.set_meta(checkpoint_key(source, pass_no), str(position))
                 report.flush()
@@ -288,6 +292,6 @@ async def _commit(
     summary.updated += written.updated
     summary.unchanged += written.unchanged
     bar.update(len(batch.works) + len(batch.refused), f"pass {pass_no}")
-    if verbose:
+    if verbose and batch.marks:
         marks = ", ".join(f"{s.path.name}:{p}" for s, p in batch.marks.items())
         print(f"import: pass {pass_no} committed up to {marks}", file=sys.stderr, flush=True)

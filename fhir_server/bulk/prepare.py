@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from fhir_server import fhirjson
 from fhir_server.config import Settings
-from fhir_server.errors import FhirError, error, operation_outcome
+from fhir_server.errors import FhirError, Issue, error
 from fhir_server.interactions import crud
 from fhir_server.interactions.context import Context
 from fhir_server.resource_types import is_resource_type
@@ -41,10 +41,10 @@ class Prepared:
 
 @dataclass(slots=True)
 class Refused:
-    """A resource the server would refuse, and its OperationOutcome."""
+    """A resource the server would refuse, and why (its OperationOutcome's issues)."""
 
     position: int
-    outcome: dict[str, Any]
+    issues: list[Issue]
 
 
 _context: Context | None = None
@@ -91,4 +91,4 @@ def prepare(
         crud.accept(ctx, resource, type)
         return Prepared(position, type, resource["id"], resource, index_entries(type, resource))
     except FhirError as failure:
-        return Refused(position, operation_outcome(failure.issues))
+        return Refused(position, failure.issues)

@@ -17,6 +17,9 @@ from typing import IO, Any
 
 import orjson
 
+from fhir_server.errors import FhirError, Issue, operation_outcome
+from fhir_server.interactions.bundle_entries import at_entry
+
 from .sources import Item, Source
 
 Covered = Callable[[str, int, int], bool]  # (sha256, pass, position) -> committed already
@@ -37,14 +40,17 @@ class Report:
         self._mark = self._file.tell()
         self._pending = 0
 
-    def add(self, source: Source, item: Item, pass_no: int, outcome: dict[str, Any]) -> None:
+    def add(self, source: Source, item: Item, pass_no: int, issues: list[Issue]) -> None:
+        """A refusal; the issues of a Bundle entry's resource are placed in the entry
+        (`Patient.birthDate` -> `Bundle.entry[1].resource.birthDate`)."""
         record: dict[str, Any] = {"file": source.name}
         if item.entry is not None:
             record["entry"] = item.entry
+            issues = at_entry(item.entry, FhirError(400, issues)).issues
         else:
             record["line"] = item.position
         record |= {"position": item.position, "pass": pass_no, "sha256": source.digest}
-        record["outcome"] = outcome
+        record["outcome"] = operation_outcome(issues)
         self._file.write(orjson.dumps(record) + b"\n")
         self.count += 1
         self._pending += 1

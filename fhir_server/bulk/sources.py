@@ -23,7 +23,6 @@ from typing import Any
 
 from fhir_server import fhirjson
 from fhir_server.errors import FhirError, error
-from fhir_server.interactions.bundle_entries import at_entry
 from fhir_server.interactions.crud import check_id
 from fhir_server.interactions.rewrite import PLACEHOLDERS, is_conditional
 from fhir_server.resource_types import is_resource_type
@@ -144,14 +143,14 @@ def bundle_items(source: Source, entries: list[Any]) -> Iterator[Item]:
                     mapping[full_url] = f"{resource['resourceType']}/{resource['id']}"
             item.resource = resource
         except FhirError as failure:
-            item.failure = at_entry(index, failure)
+            item.failure = failure  # placed in the entry when reported
         planned.append(item)
     for item in planned:
         if item.resource is not None:
             try:
                 rewrite(item.resource, mapping)
             except FhirError as failure:
-                item.resource, item.failure = None, at_entry(item.position - 1, failure)
+                item.resource, item.failure = None, failure
         if item.resource is not None or item.failure is not None:
             yield item
 

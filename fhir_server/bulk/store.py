@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from fhir_server.errors import FhirError, operation_outcome
+from fhir_server.errors import FhirError, Issue
 from fhir_server.interactions.context import Context
 from fhir_server.interactions.versions import stored_version
 from fhir_server.sip import gates
@@ -30,12 +30,12 @@ SERVER_META = ("versionId", "lastUpdated")
 
 @dataclass(slots=True)
 class Written:
-    """What one batch did; `refused` holds (position in the batch's list, OperationOutcome)."""
+    """What one batch did; `refused` holds (position in the batch's list, issues)."""
 
     created: int = 0
     updated: int = 0
     unchanged: int = 0
-    refused: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    refused: list[tuple[int, list[Issue]]] = field(default_factory=list)
 
 
 async def write_batch(ctx: Context, uow: UnitOfWork, batch: list[Prepared]) -> Written:
@@ -49,7 +49,7 @@ async def write_batch(ctx: Context, uow: UnitOfWork, batch: list[Prepared]) -> W
         try:
             await gates.check(ctx, uow, version, item.resource)
         except FhirError as failure:
-            written.refused.append((at, operation_outcome(failure.issues)))
+            written.refused.append((at, failure.issues))
             continue
         await uow.put(version, item.index)
         if current is None or current.deleted:
