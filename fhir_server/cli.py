@@ -1,6 +1,7 @@
 """`fhir-server serve`: run the server with uvicorn, one process per core by default;
 `fhir-server dispatch`: only the subscription dispatcher (for a deployment that serves with
-FHIR_DISPATCH=false)."""
+FHIR_DISPATCH=false); `fhir-server import`: bulk import of NDJSON and Bundle files
+(`fhir_server/bulk/`)."""
 
 from __future__ import annotations
 
@@ -32,9 +33,14 @@ def main(argv: list[str] | None = None) -> None:
     dispatch = commands.add_parser("dispatch", help="run only the subscription dispatcher")
     dispatch.add_argument("--db", help="SQLite file (as for serve)")
     dispatch.add_argument("--log-level", default="info")
+    from fhir_server.bulk import command as bulk_import
+
+    bulk_import.add_arguments(commands.add_parser("import", help="load NDJSON and Bundle files"))
     args = parser.parse_args(argv)
     if args.db:
         os.environ["FHIR_SQLITE_PATH"] = args.db
+    if args.command == "import":
+        raise SystemExit(bulk_import.run(args))
     if args.command == "dispatch":
         logging.basicConfig(level=args.log_level.upper())
         asyncio.run(run_dispatcher())

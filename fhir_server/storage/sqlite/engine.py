@@ -119,6 +119,14 @@ class SqliteStorage:
                 await connection.close()
         self.pool, self._reads, self._writer = None, None, None
 
+    async def use_write_cache(self, mebibytes: int) -> None:
+        """A page cache of this size for the writer (SQLite's default is 2 MB): a bulk
+        import's batches touch far more index pages than that, and spilling them nearly
+        halved its rate. Not the default: a 64 MB cache made searches slower."""
+        assert self._writer is not None, "storage not open"
+        async with self._write_lock:
+            await self._writer.execute(f"PRAGMA cache_size = -{int(mebibytes) * 1024}")
+
     def _reader(self) -> aiosqlite.Connection:
         assert self._reads is not None, "storage not open"
         return self._reads
@@ -211,14 +219,17 @@ class SqliteUnitOfWork:
         self._deadline = deadline
         self._timeout = timeout
         self._pending: list[tuple[ResourceVersion, Rows]] = []
+        self._pending_types: set[str] = set()
         self._events: list[TopicEvent] = []  # inserted with the puts, at the flush
         # Every put of this unit of work, flushed or not (the latest per resource), and the
         # ids it minted: nothing stored refers to them.
         self._mine: dict[str, dict[str, tuple[ResourceVersion, tuple[IndexEntry, ...]]]] = {}
         self._created = Minted()
         # The process rules ask the same questions for each entry of a bundle: a search's
-        # answer stands until a put of a type it reads.
-        self._found: dict[SearchQuery, list[ResourceVersion]] = {}
+        # answer stands until a put of a type it reads. Kept by the type searched (joining
+        # searches under None), so a put forgets in constant time, however many there are
+        # (a bulk import's batch asks one per resource).
+        self._found: dict[str | None, dict[SearchQuery, list[ResourceVersion]]] = {}
         self._read: dict[tuple[str, str], ResourceVersion | None] = {}  # nobody else writes
 
     def check(self) -> None:
@@ -277,14 +288,15 @@ class SqliteUnitOfWork:
         if self._created and scoped_to(query.where, self._created):
             self.check()
             return self._own(query)
+        kept = self._found.setdefault(_found_key(query), {})
         try:
-            return list(self._found[query])
+            return list(kept[query])
         except KeyError:
             pass
         except TypeError:  # a query holding an unhashable value is not remembered
             return await self._search(query)
         found = await self._search(query)
-        self._found[query] = found
+        kept[query] = found
         return list(found)
 
     def _own(self, query: SearchQuery) -> list[ResourceVersion]:
@@ -297,17 +309,14 @@ class SqliteUnitOfWork:
         return sorted(found, key=lambda v: v.id)
 
     async def _search(self, query: SearchQuery) -> list[ResourceVersion]:
-        if self._pending and _reads_pending(query, self._pending):
+        if self._pending and _reads_pending(query, self._pending_types):
             await self.flush()
         return (await self._run(_search, query, False)).items  # type: ignore[no-any-return]
 
     def _forget(self, type: str) -> None:
         """Drop the remembered searches a write of `type` may change."""
-        if self._found:
-            self._found = {
-                q: found for q, found in self._found.items() if q.type != type and not
-                any(_joins(c) for c in q.where)
-            }  # fmt: skip
+        self._found.pop(type, None)
+        self._found.pop(None, None)
 
     async def put(self, version: ResourceVersion, index: Sequence[IndexEntry]) -> None:
         self.check()
@@ -318,6 +327,7 @@ class SqliteUnitOfWork:
         self._read.pop(key, None)
         self._mine.setdefault(v.type, {})[v.id] = (v, entries)
         self._pending.append((v, index_rows(v.type, v.id, entries)))
+        self._pending_types.add(v.type)
 
     async def flush(self) -> None:
         """Write the buffered puts and topic events (VersionConflict if a version exists
@@ -325,6 +335,7 @@ class SqliteUnitOfWork:
         if not self._pending and not self._events:
             return
         batch, self._pending = self._pending, []
+        self._pending_types = set()
         events, self._events = self._events, []
         try:
             await self._run(_write_all, batch, events)
@@ -353,10 +364,15 @@ class SqliteUnitOfWork:
         await self._run(_fetch, sql, [key, value])
 
 
-def _reads_pending(query: SearchQuery, pending: list[tuple[ResourceVersion, Rows]]) -> bool:
+def _found_key(query: SearchQuery) -> str | None:
+    """Where a remembered search is kept: by its type, or None when it joins other types."""
+    return None if any(_joins(c) for c in query.where) else query.type
+
+
+def _reads_pending(query: SearchQuery, pending_types: set[str]) -> bool:
     """Whether `query` may read rows of a buffered put: one of its own type, or any at all
     when it joins other types (a chain or `_has`)."""
-    if any(version.type == query.type for version, _ in pending):
+    if query.type in pending_types:
         return True
     return any(_joins(condition) for condition in query.where)
 
