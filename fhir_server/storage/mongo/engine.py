@@ -1,4 +1,4 @@
-"""The MongoDB engine of the storage port (motor, async).
+"""The MongoDB engine of the storage port, on PyMongo's async API (`AsyncMongoClient`).
 
 Collections (see `documents`): `resources` (current version + `idx` search values per
 resource), `history` (every version, `_id = "{type}/{id}/{version}"`), `locks` (leases), and
@@ -10,7 +10,9 @@ same version, the second insert fails with a duplicate key and becomes `VersionC
 Commit, by deployment (detected once in `open()` with the `hello` command):
 
 * Replica set member or mongos: a unit of work's writes run in one multi-document
-  transaction, so a multi-resource unit of work is atomic.
+  transaction, so a multi-resource unit of work is atomic (`transactions`: a session per
+  commit, the whole transaction run again on `TransientTransactionError`, the commit again
+  on `UnknownTransactionCommitResult`, both bounded).
 * Standalone server (and mongomock in tests), the fallback: writes are applied one by one, each
   as "insert the history document, then move the current document forward" (a replace that
   only matches an older version). This is NOT atomic across resources: a conflict or crash
@@ -86,9 +88,10 @@ class MongoStorage:
         lease_seconds: float = LEASE_SECONDS,
         search_timeout: float = SEARCH_TIMEOUT,
     ) -> None:
-        from motor.motor_asyncio import AsyncIOMotorClient
+        from pymongo import AsyncMongoClient
 
-        self._setup(AsyncIOMotorClient(uri), database, lock_timeout, lease_seconds)
+        # Lazy: the client connects on its first operation, on the loop that runs it.
+        self._setup(AsyncMongoClient(uri), database, lock_timeout, lease_seconds)
         self.search_timeout = search_timeout
         self._owns_client = True
 
@@ -102,7 +105,8 @@ class MongoStorage:
         lease_seconds: float = LEASE_SECONDS,
         search_timeout: float = SEARCH_TIMEOUT,
     ) -> MongoStorage:
-        """Use an existing (e.g. mongomock-motor) client; `close()` leaves it open."""
+        """Use an existing client with PyMongo's async surface (an `AsyncMongoClient`, or the
+        tests' double); `close()` leaves it open."""
         storage = cls.__new__(cls)
         storage._setup(client, database, lock_timeout, lease_seconds)
         storage.search_timeout = search_timeout
@@ -133,17 +137,17 @@ class MongoStorage:
         log.info("mongo storage open; multi-document transactions: %s", self.transactions)
 
     async def _supports_transactions(self) -> bool:
-        """Transactions need a replica set member or mongos; a standalone server and
-        mongomock (which has no `hello` and no sessions) get the fallback."""
+        """Transactions need a replica set member or mongos; a standalone server (and the
+        tests' mongomock double, which answers as one) gets the fallback."""
         try:
             hello = await self.client.admin.command("hello")
-        except (NotImplementedError, OperationFailure):
+        except OperationFailure:  # servers before 4.4.2 without `hello`: no transactions here
             return False
         return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
 
     async def close(self) -> None:
         if self._owns_client:
-            self.client.close()
+            await self.client.close()  # a coroutine in PyMongo async (Motor's was not)
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[MongoUnitOfWork]:

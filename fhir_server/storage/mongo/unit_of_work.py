@@ -32,6 +32,7 @@ from fhir_server.storage.mongo.documents import (
 )
 from fhir_server.storage.mongo.locks import acquire_lease, release_lease
 from fhir_server.storage.mongo.outbox import append_events
+from fhir_server.storage.mongo.transactions import run_in_transaction
 from fhir_server.storage.port import (
     AccessFilter,
     IndexEntry,
@@ -181,7 +182,9 @@ class MongoUnitOfWork:
                 storage.key_locks.release(key)
 
     async def _commit_transaction(self) -> None:
-        """Replica set or sharded cluster: all writes in one multi-document transaction."""
+        """Replica set or sharded cluster: all writes in one multi-document transaction
+        (`run_in_transaction` may run `apply` again after a transient error; it only writes
+        through the session, so each run starts from nothing)."""
         storage = self._storage
 
         async def apply(session: Any) -> None:
@@ -197,11 +200,10 @@ class MongoUnitOfWork:
             if self._events:  # last: the counter's write conflict orders the commits
                 await append_events(storage.db, self._events, session)
 
-        async with await storage.client.start_session() as session:
-            try:
-                await session.with_transaction(apply)
-            except DuplicateKeyError as exc:
-                raise VersionConflict(_conflict_message(exc)) from None
+        try:
+            await run_in_transaction(storage.client, apply)
+        except DuplicateKeyError as exc:
+            raise VersionConflict(_conflict_message(exc)) from None
 
     async def _commit_in_order(self) -> None:
         """Standalone server (or mongomock): the non-atomic fallback described in `engine`."""
