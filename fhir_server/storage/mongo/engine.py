@@ -38,14 +38,16 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from pymongo.errors import OperationFailure
 
 from fhir_server.errors import error
-from fhir_server.search.mongo import Resolved, compile_where, resolve
-from fhir_server.search.query import SearchQuery, terms
+from fhir_server.search.mongo import Resolved, compile_where, resolve, walk_element, walk_entry
+from fhir_server.search.query import DateMatch, SearchQuery, terms
+from fhir_server.search.sql import date_walk
 from fhir_server.storage.mongo.budget import SEARCH_TIMEOUT, Budget
 from fhir_server.storage.mongo.documents import (
     HISTORY,
@@ -60,6 +62,7 @@ from fhir_server.storage.mongo.documents import (
 )
 from fhir_server.storage.mongo.locks import KeyLocks
 from fhir_server.storage.mongo.outbox import MongoOutbox, ensure_outbox
+from fhir_server.storage.mongo.plans import choose_index
 from fhir_server.storage.mongo.unit_of_work import MongoUnitOfWork
 from fhir_server.storage.port import (
     AccessFilter,
@@ -73,6 +76,7 @@ log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_SECONDS = 10.0
 LEASE_SECONDS = 30.0
+WALK_INDEX = "type_idx_range"  # the date walk's index (SQLite's idx_date_0)
 COMPILE_IN_THREAD = 100  # leaf terms from which compiling pays a thread hop (~0.1 ms)
 
 
@@ -222,10 +226,31 @@ class MongoStorage:
             return await self._search(query, budget)
 
     async def _search(self, query: SearchQuery, budget: Budget) -> Page:
-        filter_ = await self.search_filter(query, budget)
+        walk = date_walk(query)
+        if walk is not None:
+            return await self._walk(query, walk, budget)
+        plan = await self.page_plan(query, budget)
         total = None
         if query.total:
-            total = await self.resources_col.count_documents(filter_, maxTimeMS=budget.ms())
+            total = await self.resources_col.count_documents(
+                plan.count_filter, maxTimeMS=budget.ms(), **_hinted(plan.hint)
+            )
+        documents = await self._page_cursor(plan, budget).to_list(None)
+        items = [to_version(d) for d in documents[: query.count]]
+        if plan.backwards:
+            items.sort(key=lambda v: v.id)
+        last_key = None
+        if query.sort and documents[: query.count]:
+            last = documents[query.count - 1 if len(documents) > query.count else -1]
+            last_key = [_field(last, name) for name, _ in plan.order]
+        more = len(documents) > query.count
+        return Page(items, total, has_more=more, last_key=last_key, keyed=bool(query.sort))
+
+    async def page_plan(self, query: SearchQuery, budget: Budget) -> PagePlan:
+        """Filter, order, index and window of one search page: what `_search` runs and
+        `explain` shows."""
+        filter_ = await self.search_filter(query, budget)
+        count_filter = dict(filter_)
         if query.after is not None and not query.sort:
             filter_["id"] = {"$gt": query.after}
         backwards = query.before is not None and not query.sort
@@ -235,21 +260,93 @@ class MongoStorage:
         if query.sort and query.after_key is not None:
             if len(query.after_key) != len(order):
                 raise error(400, "invalid", "'_cursor' is not a paging position", "_cursor")
-            filter_ = {"$and": [filter_, _after_key(order, query.after_key)]}
-        fields = {**VERSION_FIELDS, **{name: 1 for name, _ in order}}
-        cursor = self.resources_col.find(filter_, fields).sort(order).max_time_ms(budget.ms())
-        if query.sort and query.offset and query.after_key is None:
-            cursor = cursor.skip(query.offset)
-        documents = await cursor.limit(query.count + 1).to_list(None)
-        items = [to_version(d) for d in documents[: query.count]]
-        if backwards:
-            items.sort(key=lambda v: v.id)
-        last_key = None
-        if query.sort and documents[: query.count]:
-            last = documents[query.count - 1 if len(documents) > query.count else -1]
-            last_key = [_field(last, name) for name, _ in order]
-        more = len(documents) > query.count
-        return Page(items, total, has_more=more, last_key=last_key, keyed=bool(query.sort))
+            filter_ = {
+                **filter_,
+                "$and": [*filter_.get("$and", []), _after_key(order, query.after_key)],
+            }
+        skip = query.offset if query.sort and query.offset and query.after_key is None else 0
+        return PagePlan(
+            filter_,
+            count_filter,
+            order,
+            choose_index(count_filter),
+            skip,
+            query.count + 1,
+            backwards,
+        )
+
+    def _page_cursor(self, plan: PagePlan, budget: Budget) -> Any:
+        fields = {**VERSION_FIELDS, **{name: 1 for name, _ in plan.order}}
+        cursor = self.resources_col.find(plan.filter, fields).sort(plan.order)
+        if plan.hint is not None:
+            cursor = cursor.hint(plan.hint)
+        if plan.skip:
+            cursor = cursor.skip(plan.skip)
+        return cursor.limit(plan.limit).max_time_ms(budget.ms())
+
+    async def explain(self, query: SearchQuery) -> dict[str, Any]:
+        """The server's plan for a search page (`explain()` of the find it sends; a date
+        walk's is its first stage, the `$match` that reads the range index)."""
+        budget = Budget(self.search_timeout)
+        walk = date_walk(query)
+        if walk is not None:
+            match = self._walk_match(query, walk)
+            cursor = self.resources_col.find(match, {"id": 1}).hint(WALK_INDEX)
+            return dict(await cursor.explain())
+        plan = await self.page_plan(query, budget)
+        return dict(await self._page_cursor(plan, budget).explain())
+
+    def _walk_match(self, query: SearchQuery, walk: DateMatch) -> dict[str, Any]:
+        rest = compile_where(c for c in query.where if c is not walk)
+        parts = [walk_element(walk), *rest.get("$and", [])]
+        return {"type": query.type, "deleted": False, "$and": parts}
+
+    async def _walk(self, query: SearchQuery, walk: DateMatch, budget: Budget) -> Page:
+        """SQLite's date-window walk, in its order: each match once, at its latest value
+        in the window, (lo, hi, id) descending; `last_key` is that triple, as on SQLite.
+
+        The `$match` reads the range index between the window's ends (so the cost follows
+        the window's size, not the type's); the rest runs on id and index entries only,
+        and the page's documents are fetched by `_id` at the end."""
+        match = self._walk_match(query, walk)
+        total = None
+        if query.total:
+            total = await self.resources_col.count_documents(
+                match, maxTimeMS=budget.ms(), hint=WALK_INDEX
+            )
+        pipeline: list[dict[str, Any]] = [
+            {"$match": match},
+            {"$project": {"id": 1, "idx": 1}},
+            {"$unwind": "$idx"},
+            {"$match": walk_entry(walk)},
+            {"$sort": {"idx.lo": -1, "idx.hi": -1, "id": -1}},
+            {
+                "$group": {
+                    "_id": "$_id",
+                    "id": {"$first": "$id"},
+                    "lo": {"$first": "$idx.lo"},
+                    "hi": {"$first": "$idx.hi"},
+                }
+            },
+        ]
+        if query.after_key is not None:
+            pipeline.append({"$match": _after_walk_key(query.after_key)})
+        pipeline.append({"$sort": {"lo": -1, "hi": -1, "id": -1}})
+        offset = query.offset if query.after_key is None else 0
+        if offset:
+            pipeline.append({"$skip": offset})
+        pipeline.append({"$limit": query.count + 1})
+        cursor = await self.resources_col.aggregate(
+            pipeline, hint=WALK_INDEX, maxTimeMS=budget.ms(), allowDiskUse=True
+        )
+        rows = await cursor.to_list(None)
+        page = rows[: query.count]
+        found = self.resources_col.find({"_id": {"$in": [r["_id"] for r in page]}}, VERSION_FIELDS)
+        documents = {d["_id"]: d async for d in found.max_time_ms(budget.ms())}
+        items = [to_version(documents[r["_id"]]) for r in page if r["_id"] in documents]
+        last_key = [page[-1]["lo"], page[-1]["hi"], page[-1]["id"]] if page else None
+        more = len(rows) > query.count
+        return Page(items, total, has_more=more, last_key=last_key, keyed=True)
 
     async def search_filter(self, query: SearchQuery, budget: Budget) -> dict[str, Any]:
         """The filter of a search, chains resolved to ids first."""
@@ -268,21 +365,58 @@ class MongoStorage:
 
     async def _find_ids(self, budget: Budget, type: str, filter_: dict[str, Any]) -> list[str]:
         found = {"type": type, "deleted": False, **filter_}
-        cursor = self.resources_col.find(found, {"id": 1}).max_time_ms(budget.ms())
-        return [d["id"] async for d in cursor]
+        cursor = _hint(self.resources_col.find(found, {"id": 1}), choose_index(found))
+        return [d["id"] async for d in cursor.max_time_ms(budget.ms())]
 
     async def _find_referrers(
         self, budget: Budget, source: str, filter_: dict[str, Any], param: str, target: str
     ) -> list[str]:
         found = {"type": source, "deleted": False, **filter_}
         ids: list[str] = []
-        async for d in self.resources_col.find(found, {"idx": 1}).max_time_ms(budget.ms()):
+        cursor = _hint(self.resources_col.find(found, {"idx": 1}), choose_index(found))
+        async for d in cursor.max_time_ms(budget.ms()):
             ids.extend(
                 e["i"]
                 for e in d.get("idx", [])
                 if e.get("k") == "r" and e.get("p") == param and e.get("t") == target and e.get("i")
             )
         return ids
+
+
+@dataclass(frozen=True, slots=True)
+class PagePlan:
+    """One search page as MongoDB gets it; `hint` names the index (`plans.choose_index`)."""
+
+    filter: dict[str, Any]
+    count_filter: dict[str, Any]  # the filter without the paging position
+    order: list[tuple[str, int]]
+    hint: str | None
+    skip: int
+    limit: int
+    backwards: bool
+
+
+def _hinted(index: str | None) -> dict[str, Any]:
+    return {} if index is None else {"hint": index}
+
+
+def _hint(cursor: Any, index: str | None) -> Any:
+    """The cursor with `index` as its hint, if there is one to name."""
+    return cursor if index is None else cursor.hint(index)
+
+
+def _after_walk_key(last: tuple[Any, ...]) -> dict[str, Any]:
+    """After (lo, hi, id) in the walk's descending order (SQLite's `compile_walk` too)."""
+    if len(last) != 3 or not all(isinstance(v, str) for v in last):
+        raise error(400, "invalid", "'_cursor' is not a paging position", "_cursor")
+    lo, hi, id = last
+    return {
+        "$or": [
+            {"lo": {"$lt": lo}},
+            {"lo": lo, "hi": {"$lt": hi}},
+            {"lo": lo, "hi": hi, "id": {"$lt": id}},
+        ]
+    }
 
 
 def _field(document: dict[str, Any], dotted: str) -> Any:

@@ -32,6 +32,7 @@ from fhir_server.storage.mongo.documents import (
 )
 from fhir_server.storage.mongo.locks import acquire_lease, release_lease
 from fhir_server.storage.mongo.outbox import append_events
+from fhir_server.storage.mongo.plans import choose_index
 from fhir_server.storage.mongo.transactions import run_in_transaction
 from fhir_server.storage.port import (
     AccessFilter,
@@ -117,6 +118,8 @@ class MongoUnitOfWork:
                 where = await storage.resolve(query, budget)
                 filter_ = {"type": query.type, "deleted": False, **compile_where(where)}
                 cursor = storage.resources_col.find(filter_, VERSION_FIELDS)
+                if (index := choose_index(filter_)) is not None:
+                    cursor = cursor.hint(index)
                 async for document in cursor.max_time_ms(budget.ms()):
                     found[document["_id"]] = to_version(document)
         for key, write in self._latest.items():
