@@ -8,8 +8,8 @@ CROSS JOIN), and the plan tests hold both engines to the indexes named here.
 The choice reads the compiled filter, i.e. what is sent: among the top-level conditions the
 most selective kind of match wins (an id list, a reference, a token with a system, ...), and
 the index is the one whose keys after `type` and `idx.p` are the fields that match bounds.
-A filter with nothing to drive it (only negations, `_lastUpdated`, `:missing=true`) gets no
-hint and the planner's choice.
+A filter with nothing else to drive it (only negations, `_lastUpdated`, `:missing=true`) gets
+`type_id`: the type's resources in id order, each condition checked per document.
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ def choose_index(filter_: Mapping[str, Any]) -> str | None:
     parts = [{k: v} for k, v in filter_.items() if k != "$and"]
     parts += list(filter_.get("$and", []))
     found = [index for part in parts if (index := _part_index(part)) is not None]
-    return min(found, key=_RANK.index) if found else None
+    if found:
+        return min(found, key=_RANK.index)
+    return "type_id" if "type" in filter_ else None
 
 
 def _part_index(part: Mapping[str, Any]) -> str | None:
@@ -58,7 +60,8 @@ def _part_index(part: Mapping[str, Any]) -> str | None:
     if key == "id":
         return "type_id"
     if key == "$and":
-        return choose_index({"$and": value})
+        found = [i for p in value if (i := _part_index(p)) is not None]
+        return min(found, key=_RANK.index) if found else None
     if key == "$or":  # one index for every branch, or none (a hint cannot serve two)
         branches = {_part_index(branch) for branch in value}
         return branches.pop() if len(branches) == 1 else None
@@ -77,7 +80,7 @@ def _element_index(match: Mapping[str, Any]) -> str | None:
     if kind == "r":
         if "i" in fields:
             return "type_idx_target"
-        if fields == {"u"}:
-            return "type_idx_url"
-        return None if fields else "type_idx_target"  # `$or` of id and url: no one index
+        # Only a url: its own index; a local target or url (`$or`): the target index,
+        # bounded by the parameter (one hinted index cannot serve both branches).
+        return "type_idx_url" if fields == {"u"} else "type_idx_target"
     return _BY_KIND.get(str(kind))
