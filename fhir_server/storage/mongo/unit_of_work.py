@@ -14,7 +14,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from fhir_server.search.mongo import compile_where, sort_keys
 from fhir_server.search.overlay import Resolved, matches, scoped_to
@@ -33,7 +33,7 @@ from fhir_server.storage.mongo.documents import (
 from fhir_server.storage.mongo.locks import acquire_lease, release_lease
 from fhir_server.storage.mongo.outbox import append_events
 from fhir_server.storage.mongo.plans import choose_index
-from fhir_server.storage.mongo.transactions import run_in_transaction
+from fhir_server.storage.mongo.transactions import TRANSIENT, run_in_transaction
 from fhir_server.storage.port import (
     AccessFilter,
     IndexEntry,
@@ -207,6 +207,10 @@ class MongoUnitOfWork:
             await run_in_transaction(storage.client, apply)
         except DuplicateKeyError as exc:
             raise VersionConflict(_conflict_message(exc)) from None
+        except PyMongoError as exc:
+            if exc.has_error_label(TRANSIENT):  # still conflicting after the retries: 409
+                raise StorageError(f"transaction kept conflicting: {exc}") from exc
+            raise
 
     async def _commit_in_order(self) -> None:
         """Standalone server (or mongomock): the non-atomic fallback described in `engine`."""
