@@ -24,7 +24,9 @@ Commit, by deployment (detected once in `open()` with the `hello` command):
   `idx`). Until that next write, search still uses the stale current document.
 
 History order (one total order, also the keyset cursor's): `last_updated` desc, `type` desc,
-`id` desc, `version` desc. Search order: `id` ascending (binary string order).
+`id` desc, `version` desc. Search order: `id` ascending (binary string order), or the sort
+keys then id; an unsorted date window walks in SQLite's date order (`walk`).  Every search
+read names its index (`plans`).
 
 Costs are bounded in time: a search (its chains' lookups, count and page together) or a
 history listing gets `search_timeout` seconds; every query carries what is left as
@@ -45,8 +47,8 @@ from typing import Any
 from pymongo.errors import OperationFailure
 
 from fhir_server.errors import error
-from fhir_server.search.mongo import Resolved, compile_where, resolve, walk_element, walk_entry
-from fhir_server.search.query import DateMatch, SearchQuery, terms
+from fhir_server.search.mongo import Resolved, compile_where, resolve
+from fhir_server.search.query import SearchQuery, terms
 from fhir_server.search.sql import date_walk
 from fhir_server.storage.mongo.budget import SEARCH_TIMEOUT, Budget
 from fhir_server.storage.mongo.documents import (
@@ -64,6 +66,7 @@ from fhir_server.storage.mongo.locks import KeyLocks
 from fhir_server.storage.mongo.outbox import MongoOutbox, ensure_outbox
 from fhir_server.storage.mongo.plans import choose_index
 from fhir_server.storage.mongo.unit_of_work import MongoUnitOfWork
+from fhir_server.storage.mongo.walk import WALK_INDEX, walk_match, walk_page
 from fhir_server.storage.port import (
     AccessFilter,
     HistoryCursor,
@@ -76,7 +79,6 @@ log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_SECONDS = 10.0
 LEASE_SECONDS = 30.0
-WALK_INDEX = "type_idx_range"  # the date walk's index (SQLite's idx_date_0)
 COMPILE_IN_THREAD = 100  # leaf terms from which compiling pays a thread hop (~0.1 ms)
 
 
@@ -228,7 +230,7 @@ class MongoStorage:
     async def _search(self, query: SearchQuery, budget: Budget) -> Page:
         walk = date_walk(query)
         if walk is not None:
-            return await self._walk(query, walk, budget)
+            return await walk_page(self.resources_col, query, walk, budget)
         plan = await self.page_plan(query, budget)
         total = None
         if query.total:
@@ -290,63 +292,10 @@ class MongoStorage:
         budget = Budget(self.search_timeout)
         walk = date_walk(query)
         if walk is not None:
-            match = self._walk_match(query, walk)
-            cursor = self.resources_col.find(match, {"id": 1}).hint(WALK_INDEX)
+            cursor = self.resources_col.find(walk_match(query, walk), {"id": 1}).hint(WALK_INDEX)
             return dict(await cursor.explain())
         plan = await self.page_plan(query, budget)
         return dict(await self._page_cursor(plan, budget).explain())
-
-    def _walk_match(self, query: SearchQuery, walk: DateMatch) -> dict[str, Any]:
-        rest = compile_where(c for c in query.where if c is not walk)
-        parts = [walk_element(walk), *rest.get("$and", [])]
-        return {"type": query.type, "deleted": False, "$and": parts}
-
-    async def _walk(self, query: SearchQuery, walk: DateMatch, budget: Budget) -> Page:
-        """SQLite's date-window walk, in its order: each match once, at its latest value
-        in the window, (lo, hi, id) descending; `last_key` is that triple, as on SQLite.
-
-        The `$match` reads the range index between the window's ends (so the cost follows
-        the window's size, not the type's); the rest runs on id and index entries only,
-        and the page's documents are fetched by `_id` at the end."""
-        match = self._walk_match(query, walk)
-        total = None
-        if query.total:
-            total = await self.resources_col.count_documents(
-                match, maxTimeMS=budget.ms(), hint=WALK_INDEX
-            )
-        pipeline: list[dict[str, Any]] = [
-            {"$match": match},
-            {"$project": {"id": 1, "idx": 1}},
-            {"$unwind": "$idx"},
-            {"$match": walk_entry(walk)},
-            {"$sort": {"idx.lo": -1, "idx.hi": -1, "id": -1}},
-            {
-                "$group": {
-                    "_id": "$_id",
-                    "id": {"$first": "$id"},
-                    "lo": {"$first": "$idx.lo"},
-                    "hi": {"$first": "$idx.hi"},
-                }
-            },
-        ]
-        if query.after_key is not None:
-            pipeline.append({"$match": _after_walk_key(query.after_key)})
-        pipeline.append({"$sort": {"lo": -1, "hi": -1, "id": -1}})
-        offset = query.offset if query.after_key is None else 0
-        if offset:
-            pipeline.append({"$skip": offset})
-        pipeline.append({"$limit": query.count + 1})
-        cursor = await self.resources_col.aggregate(
-            pipeline, hint=WALK_INDEX, maxTimeMS=budget.ms(), allowDiskUse=True
-        )
-        rows = await cursor.to_list(None)
-        page = rows[: query.count]
-        found = self.resources_col.find({"_id": {"$in": [r["_id"] for r in page]}}, VERSION_FIELDS)
-        documents = {d["_id"]: d async for d in found.max_time_ms(budget.ms())}
-        items = [to_version(documents[r["_id"]]) for r in page if r["_id"] in documents]
-        last_key = [page[-1]["lo"], page[-1]["hi"], page[-1]["id"]] if page else None
-        more = len(rows) > query.count
-        return Page(items, total, has_more=more, last_key=last_key, keyed=True)
 
     async def search_filter(self, query: SearchQuery, budget: Budget) -> dict[str, Any]:
         """The filter of a search, chains resolved to ids first."""
@@ -403,20 +352,6 @@ def _hinted(index: str | None) -> dict[str, Any]:
 def _hint(cursor: Any, index: str | None) -> Any:
     """The cursor with `index` as its hint, if there is one to name."""
     return cursor if index is None else cursor.hint(index)
-
-
-def _after_walk_key(last: tuple[Any, ...]) -> dict[str, Any]:
-    """After (lo, hi, id) in the walk's descending order (SQLite's `compile_walk` too)."""
-    if len(last) != 3 or not all(isinstance(v, str) for v in last):
-        raise error(400, "invalid", "'_cursor' is not a paging position", "_cursor")
-    lo, hi, id = last
-    return {
-        "$or": [
-            {"lo": {"$lt": lo}},
-            {"lo": lo, "hi": {"$lt": hi}},
-            {"lo": lo, "hi": hi, "id": {"$lt": id}},
-        ]
-    }
 
 
 def _field(document: dict[str, Any], dotted: str) -> Any:
