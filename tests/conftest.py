@@ -1,6 +1,7 @@
 """Test harness: every conformance test runs once per storage engine.
 
-SQLite always; MongoDB through mongomock-motor, or against a real server when
+SQLite always; MongoDB through the mongomock double (`tests/mongo_double.py`: mongomock-motor
+with PyMongo's async surface), or against a real server with PyMongo's `AsyncMongoClient` when
 FHIR_TEST_MONGODB_URI is set. The run ends with a line naming the engines that ran.
 """
 

@@ -27,8 +27,8 @@ def make_storage(engine: str, tmp_path: Path) -> Storage:
     database = f"fhir_test_{uuid.uuid4().hex[:12]}"
     if MONGODB_URI:
         ENGINES_RAN.add(f"mongo (real server at {MONGODB_URI.split('@')[-1]})")
-        return MongoStorage(MONGODB_URI, database)
-    from mongomock_motor import AsyncMongoMockClient
+        return MongoStorage(MONGODB_URI, database)  # the real AsyncMongoClient
+    from tests.mongo_double import MongoDouble
 
-    ENGINES_RAN.add("mongo (mongomock-motor)")
-    return MongoStorage.from_client(AsyncMongoMockClient(), database)
+    ENGINES_RAN.add("mongo (mongomock double, PyMongo-async surface)")
+    return MongoStorage.from_client(MongoDouble(), database)

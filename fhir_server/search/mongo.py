@@ -280,3 +280,26 @@ def _text(value: object) -> str:
 
 def _optional(value: object) -> str | None:
     return None if value is None else _text(value)
+
+
+_TOP_OF_WINDOW = {"eq": ("$lte", "high"), "le": ("$lte", "high"), "lt": ("$lt", "low"),
+                  "eb": ("$lt", "low")}  # fmt: skip
+
+
+def walk_element(walk: DateMatch) -> dict[str, Any]:
+    """The walk condition's filter with the window's top as a bound on `lo` (implied by the
+    condition, so it matches the same resources): the range index is then read between
+    the window's ends, not from its start to the end of the parameter's values."""
+    element = _compile(walk)
+    body = element["idx"]["$elemMatch"]
+    top = _TOP_OF_WINDOW.get(walk.prefix)
+    if top is not None:
+        body["lo"] = {**body.get("lo", {}), top[0]: walk.low if top[1] == "low" else walk.high}
+    return element
+
+
+def walk_entry(walk: DateMatch) -> dict[str, Any]:
+    """The same condition on one unwound `idx` entry: which of a resource's values are in
+    the window (its place in the walk is the latest of them)."""
+    ranges = _ranges(walk.prefix, _text(walk.low), _text(walk.high), "idx.lo", "idx.hi")
+    return {"idx.k": "d", "idx.p": _text(walk.param), **ranges}

@@ -1,7 +1,8 @@
 """MongoDB-engine specifics: leases, buffered units of work, the fallback commit, the compiler.
 
 The shared port tests run on every engine elsewhere; these construct the engine directly on
-mongomock-motor (so always the non-transactional fallback path).
+the mongomock double (`tests/mongo_double.py`, a standalone server to the engine: always the
+non-transactional fallback path).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from mongomock_motor import AsyncMongoMockClient
 
 from fhir_server.search.mongo import compile_where
 from fhir_server.search.overlay import matches
@@ -30,6 +30,7 @@ from fhir_server.storage.port import (
     TokenIndex,
     VersionConflict,
 )
+from tests.mongo_double import MongoDouble
 
 ALL = AccessFilter()
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
@@ -43,8 +44,8 @@ def _clock() -> Iterator[str]:
 
 
 @pytest.fixture
-def mock_client() -> AsyncMongoMockClient:
-    return AsyncMongoMockClient()
+def mock_client() -> MongoDouble:
+    return MongoDouble()
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def database() -> str:
 
 
 @pytest.fixture
-async def mongo(mock_client: AsyncMongoMockClient, database: str) -> AsyncIterator[MongoStorage]:
+async def mongo(mock_client: MongoDouble, database: str) -> AsyncIterator[MongoStorage]:
     storage = MongoStorage.from_client(mock_client, database)
     await storage.open()
     yield storage
@@ -208,7 +209,7 @@ async def _create_if_absent(storage: MongoStorage, code: str, when: str, *, lock
 
 
 async def test_concurrent_conditional_creates_serialise(
-    mock_client: AsyncMongoMockClient, database: str, now: Iterator[str]
+    mock_client: MongoDouble, database: str, now: Iterator[str]
 ) -> None:
     """20 tasks on two storage objects (two "processes": separate in-process locks, shared
     leases) make exactly one resource; without the lock they make many."""
@@ -230,7 +231,7 @@ async def test_concurrent_conditional_creates_serialise(
 
 
 async def test_lease_blocks_other_process_until_released(
-    mock_client: AsyncMongoMockClient, database: str
+    mock_client: MongoDouble, database: str
 ) -> None:
     a = MongoStorage.from_client(mock_client, database)
     b = MongoStorage.from_client(mock_client, database, lock_timeout=0.1)
@@ -259,7 +260,7 @@ async def test_in_process_lock_times_out(mongo: MongoStorage) -> None:
 
 
 async def test_expired_lease_of_a_dead_holder_is_taken_over(
-    mock_client: AsyncMongoMockClient, database: str
+    mock_client: MongoDouble, database: str
 ) -> None:
     dead = MongoStorage.from_client(mock_client, database)
     await dead.open()

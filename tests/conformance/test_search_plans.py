@@ -3,7 +3,8 @@
 `SqliteStorage.explain` shows EXPLAIN QUERY PLAN for the SQL a search compiles to.  A plan
 line `SCAN idx_…` would mean a full pass over a search-value table; each parameter type,
 chains and reverse chains must use an index instead.  MongoDB's filters are checked the other
-way round: every field they filter on inside `idx` is the leading part of a declared index.
+way round: every field they filter on inside `idx` is the leading part of a declared index;
+`test_mongo_plans.py` names, for each of these queries, the index MongoDB must read.
 """
 
 from __future__ import annotations

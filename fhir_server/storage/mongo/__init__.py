@@ -1,4 +1,4 @@
-"""The production engine: MongoDB through motor (transactions on a replica set)."""
+"""The production engine: MongoDB through PyMongo's async API (transactions on a replica set)."""
 
 from fhir_server.storage.mongo.engine import MongoStorage
 

@@ -1,4 +1,4 @@
-"""The MongoDB engine of the storage port (motor, async).
+"""The MongoDB engine of the storage port, on PyMongo's async API (`AsyncMongoClient`).
 
 Collections (see `documents`): `resources` (current version + `idx` search values per
 resource), `history` (every version, `_id = "{type}/{id}/{version}"`), `locks` (leases), and
@@ -10,7 +10,9 @@ same version, the second insert fails with a duplicate key and becomes `VersionC
 Commit, by deployment (detected once in `open()` with the `hello` command):
 
 * Replica set member or mongos: a unit of work's writes run in one multi-document
-  transaction, so a multi-resource unit of work is atomic.
+  transaction, so a multi-resource unit of work is atomic (`transactions`: a session per
+  commit, the whole transaction run again on `TransientTransactionError`, the commit again
+  on `UnknownTransactionCommitResult`, both bounded).
 * Standalone server (and mongomock in tests), the fallback: writes are applied one by one, each
   as "insert the history document, then move the current document forward" (a replace that
   only matches an older version). This is NOT atomic across resources: a conflict or crash
@@ -22,7 +24,9 @@ Commit, by deployment (detected once in `open()` with the `hello` command):
   `idx`). Until that next write, search still uses the stale current document.
 
 History order (one total order, also the keyset cursor's): `last_updated` desc, `type` desc,
-`id` desc, `version` desc. Search order: `id` ascending (binary string order).
+`id` desc, `version` desc. Search order: `id` ascending (binary string order), or the sort
+keys then id; an unsorted date window walks in SQLite's date order (`walk`).  Every search
+read names its index (`plans`).
 
 Costs are bounded in time: a search (its chains' lookups, count and page together) or a
 history listing gets `search_timeout` seconds; every query carries what is left as
@@ -36,6 +40,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -44,6 +49,7 @@ from pymongo.errors import OperationFailure
 from fhir_server.errors import error
 from fhir_server.search.mongo import Resolved, compile_where, resolve
 from fhir_server.search.query import SearchQuery, terms
+from fhir_server.search.sql import date_walk
 from fhir_server.storage.mongo.budget import SEARCH_TIMEOUT, Budget
 from fhir_server.storage.mongo.documents import (
     HISTORY,
@@ -58,7 +64,9 @@ from fhir_server.storage.mongo.documents import (
 )
 from fhir_server.storage.mongo.locks import KeyLocks
 from fhir_server.storage.mongo.outbox import MongoOutbox, ensure_outbox
+from fhir_server.storage.mongo.plans import choose_index
 from fhir_server.storage.mongo.unit_of_work import MongoUnitOfWork
+from fhir_server.storage.mongo.walk import WALK_INDEX, walk_match, walk_page
 from fhir_server.storage.port import (
     AccessFilter,
     HistoryCursor,
@@ -86,9 +94,10 @@ class MongoStorage:
         lease_seconds: float = LEASE_SECONDS,
         search_timeout: float = SEARCH_TIMEOUT,
     ) -> None:
-        from motor.motor_asyncio import AsyncIOMotorClient
+        from pymongo import AsyncMongoClient
 
-        self._setup(AsyncIOMotorClient(uri), database, lock_timeout, lease_seconds)
+        # Lazy: the client connects on its first operation, on the loop that runs it.
+        self._setup(AsyncMongoClient(uri), database, lock_timeout, lease_seconds)
         self.search_timeout = search_timeout
         self._owns_client = True
 
@@ -102,7 +111,8 @@ class MongoStorage:
         lease_seconds: float = LEASE_SECONDS,
         search_timeout: float = SEARCH_TIMEOUT,
     ) -> MongoStorage:
-        """Use an existing (e.g. mongomock-motor) client; `close()` leaves it open."""
+        """Use an existing client with PyMongo's async surface (an `AsyncMongoClient`, or the
+        tests' double); `close()` leaves it open."""
         storage = cls.__new__(cls)
         storage._setup(client, database, lock_timeout, lease_seconds)
         storage.search_timeout = search_timeout
@@ -133,17 +143,17 @@ class MongoStorage:
         log.info("mongo storage open; multi-document transactions: %s", self.transactions)
 
     async def _supports_transactions(self) -> bool:
-        """Transactions need a replica set member or mongos; a standalone server and
-        mongomock (which has no `hello` and no sessions) get the fallback."""
+        """Transactions need a replica set member or mongos; a standalone server (and the
+        tests' mongomock double, which answers as one) gets the fallback."""
         try:
             hello = await self.client.admin.command("hello")
-        except (NotImplementedError, OperationFailure):
+        except OperationFailure:  # servers before 4.4.2 without `hello`: no transactions here
             return False
         return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
 
     async def close(self) -> None:
         if self._owns_client:
-            self.client.close()
+            await self.client.close()  # a coroutine in PyMongo async (Motor's was not)
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[MongoUnitOfWork]:
@@ -218,10 +228,31 @@ class MongoStorage:
             return await self._search(query, budget)
 
     async def _search(self, query: SearchQuery, budget: Budget) -> Page:
-        filter_ = await self.search_filter(query, budget)
+        walk = date_walk(query)
+        if walk is not None:
+            return await walk_page(self.resources_col, query, walk, budget)
+        plan = await self.page_plan(query, budget)
         total = None
         if query.total:
-            total = await self.resources_col.count_documents(filter_, maxTimeMS=budget.ms())
+            total = await self.resources_col.count_documents(
+                plan.count_filter, maxTimeMS=budget.ms(), **_hinted(plan.hint)
+            )
+        documents = await self._page_cursor(plan, budget).to_list(None)
+        items = [to_version(d) for d in documents[: query.count]]
+        if plan.backwards:
+            items.sort(key=lambda v: v.id)
+        last_key = None
+        if query.sort and documents[: query.count]:
+            last = documents[query.count - 1 if len(documents) > query.count else -1]
+            last_key = [_field(last, name) for name, _ in plan.order]
+        more = len(documents) > query.count
+        return Page(items, total, has_more=more, last_key=last_key, keyed=bool(query.sort))
+
+    async def page_plan(self, query: SearchQuery, budget: Budget) -> PagePlan:
+        """Filter, order, index and window of one search page: what `_search` runs and
+        `explain` shows."""
+        filter_ = await self.search_filter(query, budget)
+        count_filter = dict(filter_)
         if query.after is not None and not query.sort:
             filter_["id"] = {"$gt": query.after}
         backwards = query.before is not None and not query.sort
@@ -231,21 +262,40 @@ class MongoStorage:
         if query.sort and query.after_key is not None:
             if len(query.after_key) != len(order):
                 raise error(400, "invalid", "'_cursor' is not a paging position", "_cursor")
-            filter_ = {"$and": [filter_, _after_key(order, query.after_key)]}
-        fields = {**VERSION_FIELDS, **{name: 1 for name, _ in order}}
-        cursor = self.resources_col.find(filter_, fields).sort(order).max_time_ms(budget.ms())
-        if query.sort and query.offset and query.after_key is None:
-            cursor = cursor.skip(query.offset)
-        documents = await cursor.limit(query.count + 1).to_list(None)
-        items = [to_version(d) for d in documents[: query.count]]
-        if backwards:
-            items.sort(key=lambda v: v.id)
-        last_key = None
-        if query.sort and documents[: query.count]:
-            last = documents[query.count - 1 if len(documents) > query.count else -1]
-            last_key = [_field(last, name) for name, _ in order]
-        more = len(documents) > query.count
-        return Page(items, total, has_more=more, last_key=last_key, keyed=bool(query.sort))
+            filter_ = {
+                **filter_,
+                "$and": [*filter_.get("$and", []), _after_key(order, query.after_key)],
+            }
+        skip = query.offset if query.sort and query.offset and query.after_key is None else 0
+        return PagePlan(
+            filter_,
+            count_filter,
+            order,
+            choose_index(count_filter),
+            skip,
+            query.count + 1,
+            backwards,
+        )
+
+    def _page_cursor(self, plan: PagePlan, budget: Budget) -> Any:
+        fields = {**VERSION_FIELDS, **{name: 1 for name, _ in plan.order}}
+        cursor = self.resources_col.find(plan.filter, fields).sort(plan.order)
+        if plan.hint is not None:
+            cursor = cursor.hint(plan.hint)
+        if plan.skip:
+            cursor = cursor.skip(plan.skip)
+        return cursor.limit(plan.limit).max_time_ms(budget.ms())
+
+    async def explain(self, query: SearchQuery) -> dict[str, Any]:
+        """The server's plan for a search page (`explain()` of the find it sends; a date
+        walk's is its first stage, the `$match` that reads the range index)."""
+        budget = Budget(self.search_timeout)
+        walk = date_walk(query)
+        if walk is not None:
+            cursor = self.resources_col.find(walk_match(query, walk), {"id": 1}).hint(WALK_INDEX)
+            return dict(await cursor.explain())
+        plan = await self.page_plan(query, budget)
+        return dict(await self._page_cursor(plan, budget).explain())
 
     async def search_filter(self, query: SearchQuery, budget: Budget) -> dict[str, Any]:
         """The filter of a search, chains resolved to ids first."""
@@ -264,21 +314,44 @@ class MongoStorage:
 
     async def _find_ids(self, budget: Budget, type: str, filter_: dict[str, Any]) -> list[str]:
         found = {"type": type, "deleted": False, **filter_}
-        cursor = self.resources_col.find(found, {"id": 1}).max_time_ms(budget.ms())
-        return [d["id"] async for d in cursor]
+        cursor = _hint(self.resources_col.find(found, {"id": 1}), choose_index(found))
+        return [d["id"] async for d in cursor.max_time_ms(budget.ms())]
 
     async def _find_referrers(
         self, budget: Budget, source: str, filter_: dict[str, Any], param: str, target: str
     ) -> list[str]:
         found = {"type": source, "deleted": False, **filter_}
         ids: list[str] = []
-        async for d in self.resources_col.find(found, {"idx": 1}).max_time_ms(budget.ms()):
+        cursor = _hint(self.resources_col.find(found, {"idx": 1}), choose_index(found))
+        async for d in cursor.max_time_ms(budget.ms()):
             ids.extend(
                 e["i"]
                 for e in d.get("idx", [])
                 if e.get("k") == "r" and e.get("p") == param and e.get("t") == target and e.get("i")
             )
         return ids
+
+
+@dataclass(frozen=True, slots=True)
+class PagePlan:
+    """One search page as MongoDB gets it; `hint` names the index (`plans.choose_index`)."""
+
+    filter: dict[str, Any]
+    count_filter: dict[str, Any]  # the filter without the paging position
+    order: list[tuple[str, int]]
+    hint: str | None
+    skip: int
+    limit: int
+    backwards: bool
+
+
+def _hinted(index: str | None) -> dict[str, Any]:
+    return {} if index is None else {"hint": index}
+
+
+def _hint(cursor: Any, index: str | None) -> Any:
+    """The cursor with `index` as its hint, if there is one to name."""
+    return cursor if index is None else cursor.hint(index)
 
 
 def _field(document: dict[str, Any], dotted: str) -> Any:

@@ -39,6 +39,7 @@ from fhir_server.storage.mongo.documents import (
     to_event,
     utc_now,
 )
+from fhir_server.storage.mongo.transactions import run_in_transaction
 from fhir_server.storage.port import Notification, Progress, SubscriptionState, TopicEvent
 
 if TYPE_CHECKING:
@@ -117,8 +118,7 @@ class MongoOutbox:
         storage = self._storage
         if not storage.transactions:
             return await fn(None)
-        async with await storage.client.start_session() as session:
-            return await session.with_transaction(fn)  # type: ignore[no-any-return]
+        return await run_in_transaction(storage.client, fn)
 
     async def last_seq(self) -> int:
         found = await self._counters.find_one({"_id": EVENT_COUNTER})

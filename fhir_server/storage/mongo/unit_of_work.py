@@ -14,7 +14,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from fhir_server.search.mongo import compile_where, sort_keys
 from fhir_server.search.overlay import Resolved, matches, scoped_to
@@ -32,6 +32,8 @@ from fhir_server.storage.mongo.documents import (
 )
 from fhir_server.storage.mongo.locks import acquire_lease, release_lease
 from fhir_server.storage.mongo.outbox import append_events
+from fhir_server.storage.mongo.plans import choose_index
+from fhir_server.storage.mongo.transactions import TRANSIENT, run_in_transaction
 from fhir_server.storage.port import (
     AccessFilter,
     IndexEntry,
@@ -116,6 +118,8 @@ class MongoUnitOfWork:
                 where = await storage.resolve(query, budget)
                 filter_ = {"type": query.type, "deleted": False, **compile_where(where)}
                 cursor = storage.resources_col.find(filter_, VERSION_FIELDS)
+                if (index := choose_index(filter_)) is not None:
+                    cursor = cursor.hint(index)
                 async for document in cursor.max_time_ms(budget.ms()):
                     found[document["_id"]] = to_version(document)
         for key, write in self._latest.items():
@@ -181,7 +185,9 @@ class MongoUnitOfWork:
                 storage.key_locks.release(key)
 
     async def _commit_transaction(self) -> None:
-        """Replica set or sharded cluster: all writes in one multi-document transaction."""
+        """Replica set or sharded cluster: all writes in one multi-document transaction
+        (`run_in_transaction` may run `apply` again after a transient error; it only writes
+        through the session, so each run starts from nothing)."""
         storage = self._storage
 
         async def apply(session: Any) -> None:
@@ -197,11 +203,14 @@ class MongoUnitOfWork:
             if self._events:  # last: the counter's write conflict orders the commits
                 await append_events(storage.db, self._events, session)
 
-        async with await storage.client.start_session() as session:
-            try:
-                await session.with_transaction(apply)
-            except DuplicateKeyError as exc:
-                raise VersionConflict(_conflict_message(exc)) from None
+        try:
+            await run_in_transaction(storage.client, apply)
+        except DuplicateKeyError as exc:
+            raise VersionConflict(_conflict_message(exc)) from None
+        except PyMongoError as exc:
+            if exc.has_error_label(TRANSIENT):  # still conflicting after the retries: 409
+                raise StorageError(f"transaction kept conflicting: {exc}") from exc
+            raise
 
     async def _commit_in_order(self) -> None:
         """Standalone server (or mongomock): the non-atomic fallback described in `engine`."""
