@@ -1,0 +1,1 @@
+"""Bulk data: import and $export."""
