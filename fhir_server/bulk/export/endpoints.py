@@ -22,7 +22,7 @@ from starlette.responses import Response, StreamingResponse
 
 from fhir_server.api.base_url import base_url
 from fhir_server.api.body import read_resource
-from fhir_server.api.negotiation import check_response_format
+from fhir_server.api.negotiation import ACCEPT_ANY, JSON_TYPES, check_response_format
 from fhir_server.api.responses import outcome_response, prefer
 from fhir_server.bulk.export.files import read_chunks
 from fhir_server.bulk.export.jobs import ERRORS, FILE_NAME, JOB_ID, RUNNING, Job, new_job_id
@@ -33,7 +33,7 @@ from fhir_server.bulk.export.params import (
     read_params,
 )
 from fhir_server.bulk.export.runner import ALL, ExportRunner
-from fhir_server.errors import Issue, error
+from fhir_server.errors import Issue, clipped, error
 from fhir_server.interactions.crud import check_id
 from fhir_server.interactions.versions import INSTANT_FORMAT
 from fhir_server.storage.port import Storage
@@ -41,7 +41,8 @@ from fhir_server.storage.port import Storage
 STATUS_PATH = "/$export-poll-status"
 FILE_PATH = "/$export-file"
 NDJSON = "application/fhir+ndjson"
-NDJSON_ACCEPTED = frozenset({NDJSON, "application/ndjson", "ndjson", "*/*", "application/*"})
+# FHIR JSON too: clients send their usual Accept on every request, and each line is FHIR JSON.
+NDJSON_ACCEPTED = frozenset({NDJSON, "application/ndjson", "ndjson", *JSON_TYPES, *ACCEPT_ANY})
 RETRY_AFTER = "2"  # seconds; clients back off further as the IG advises
 
 
@@ -230,7 +231,8 @@ def _check_accept(header: str | None) -> None:
         media = media_range.split(";")[0].strip().lower()
         if media in NDJSON_ACCEPTED:
             return
-    raise error(406, "not-supported", f"Export files are {NDJSON}; Accept '{header}' is not")
+    message = f"Export files are {NDJSON}; Accept '{clipped(header)}' is not"
+    raise error(406, "not-supported", message)
 
 
 ENDPOINTS: tuple[tuple[str, Any, list[str]], ...] = (

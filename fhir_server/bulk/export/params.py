@@ -184,7 +184,8 @@ def _since(param: Param) -> str:
 
 def _output_format(param: Param) -> str:
     text = _text(param)
-    if text.split(";")[0].strip() not in OUTPUT_FORMATS:
+    # `application/fhir+ndjson` unencoded in a URL arrives with a space for its `+`.
+    if text.split(";")[0].strip().replace(" ", "+") not in OUTPUT_FORMATS:
         message = f"_outputFormat '{clipped(text)}' is not offered; use {NDJSON}"
         raise error(400, "not-supported", message, param.where)
     return NDJSON

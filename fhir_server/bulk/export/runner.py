@@ -62,6 +62,7 @@ class ExportRunner:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
+        self._saved = 0.0  # monotonic time of the last state write (progress pacing)
 
     def notify(self) -> None:
         """A job was created or cancelled here: look at once rather than at the next poll."""
@@ -176,7 +177,6 @@ class ExportRunner:
                 continue
             job.current, job.current_count = type, 0
             await asyncio.to_thread(self.store.clear, id, type)
-            await self._save(job)
             try:
                 files = await self._export_type(job, type)
             except FhirError as exc:  # e.g. too costly: this type is reported, not written
@@ -187,8 +187,12 @@ class ExportRunner:
             job.output += files
             job.done.append(type)
             job.current, job.current_count = None, 0
-            await self._save(job)
+            if files or self._due():  # an empty type is cheap to redo after a restart
+                await self._save(job)
         await self._finish(job)
+
+    def _due(self) -> bool:
+        return time.monotonic() - self._saved > PROGRESS_EVERY
 
     async def _export_type(self, job: Job, type: str) -> list[OutputFile]:
         settings = self.settings
@@ -202,7 +206,6 @@ class ExportRunner:
         )
         seen: set[str] | None = set() if len(where_list) > 1 else None  # ORed filters
         writer = NdjsonWriter(self.store.dir(job.id), type, settings.export_file_size)
-        saved = time.monotonic()
         try:
             for where in where_list:
                 after: str | None = None
@@ -222,9 +225,8 @@ class ExportRunner:
                         lines.append(version.json)  # the stored bytes: never re-serialised
                     await writer.write(lines)
                     job.current_count += len(lines)
-                    if time.monotonic() - saved > PROGRESS_EVERY:
+                    if self._due():
                         await self._save(job)
-                        saved = time.monotonic()
                     if not page.has_more or not page.items:
                         break
                     after = page.items[-1].id
@@ -243,6 +245,7 @@ class ExportRunner:
             await asyncio.to_thread(self.store.save, job)
         except FileNotFoundError:
             raise Cancelled from None
+        self._saved = time.monotonic()
 
     async def _finish(self, job: Job, failure: str | None = None) -> None:
         if job.errors and failure is None:
