@@ -18,16 +18,19 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
 import pytest
 
 from fhir_server.config import Settings
+from fhir_server.errors import error
 from fhir_server.sip.clock import FixedClock
+from fhir_server.storage.port import Storage
 from tests.conftest import LiveServer, app_client
 from tests.engines import make_storage
 from tests.sip_case import ACTS, load_case
@@ -263,8 +266,9 @@ async def test_since_and_transaction_time(http: httpx.AsyncClient) -> None:
     await put(http, patient("a", "Ändrad"))  # a again: changed after b
     since = b["meta"]["lastUpdated"]
     assert await export(http, f"/$export?_type=Patient&_since={since}") == {"Patient": ["a", "c"]}
-    # An offset names the same instant.
-    assert b["meta"]["lastUpdated"].endswith("Z")
+    moment = datetime.fromisoformat(since).astimezone(timezone(timedelta(hours=2)))
+    offset = quote(moment.isoformat())  # the same instant, as +02:00
+    assert await export(http, f"/$export?_type=Patient&_since={offset}") == {"Patient": ["a", "c"]}
     status = await kick_off(http, "/$export?_type=Patient")
     await put(http, patient("later"))  # after transactionTime: left out
     manifest = await wait_manifest(http, status)
@@ -435,6 +439,57 @@ async def test_files_expire_by_the_clock(
     assert (await http.get(url)).status_code == 404
     [folder] = job_dirs(export_settings)
     assert await gone(folder)  # swept
+
+
+# -- failures ------------------------------------------------------------------------------------
+
+
+async def test_a_type_that_cannot_be_read_goes_to_the_error_file(
+    store: Storage, export_settings: Settings, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    search = store.search
+
+    async def costly(query: Any, access: Any) -> Any:
+        if query.type == "Observation":
+            raise error(400, "too-costly", "The search took longer than 10 s")
+        return await search(query, access)
+
+    async with app_client(export_settings, store, clock) as http:
+        await small_case(http)
+        monkeypatch.setattr(store, "search", costly)
+        manifest = await wait_manifest(
+            http, await kick_off(http, "/$export?_type=Patient,Observation")
+        )
+        assert ids(await download(http, manifest)) == {"Patient": ["p1", "p2", "p3"]}
+        [entry] = manifest["error"]
+        assert entry["type"] == "OperationOutcome" and entry["count"] == 1
+        response = await http.get(entry["url"])
+        assert response.status_code == 200
+        [outcome] = [orjson.loads(line) for line in response.content.splitlines()]
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert "Observation was not exported" in outcome["issue"][0]["diagnostics"]
+
+
+async def test_a_job_that_keeps_failing_is_failed_not_lost(
+    store: Storage, export_settings: Settings, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(query: Any, access: Any) -> Any:
+        raise RuntimeError("the database went away")
+
+    async with app_client(export_settings, store, clock) as http:
+        await small_case(http)
+        monkeypatch.setattr(store, "search", broken)
+        status = await kick_off(http, "/$export?_type=Patient")
+        for _ in range(2000):
+            response = await http.get(status)
+            if response.status_code != 202:
+                break
+            await asyncio.sleep(0.01)
+        assert response.status_code == 500, response.text  # the IG's error status
+        issue = response.json()["issue"][0]
+        assert issue["code"] == "exception" and "RuntimeError" in issue["diagnostics"]
+        assert (await http.delete(status)).status_code == 202
+        assert (await http.get(status)).status_code == 404
 
 
 # -- round trip --------------------------------------------------------------------------------
