@@ -101,6 +101,35 @@ class Settings(BaseSettings):
         default=True, description="Whether `serve` also runs the subscription dispatcher "
         "(else run `fhir-server dispatch`).",
     )  # fmt: skip
+    export_dir: Path = Field(
+        default=Path("data/exports"),
+        description="Directory of $export jobs: each job's state (job.json) and its NDJSON "
+        "files; processes that share a database share it too.",
+    )
+    export_retention: float = Field(
+        default=2 * 3600.0, gt=0, description="Seconds a finished $export job's files stay "
+        "available (from its completion, by the server's clock); then they are swept away.",
+    )  # fmt: skip
+    export_file_size: int = Field(
+        default=100_000, ge=1, description="Resources per $export NDJSON file; a type with "
+        "more is split into several files.",
+    )  # fmt: skip
+    export_batch_size: int = Field(
+        default=1000, ge=1, le=10_000, description="Resources an $export job reads per "
+        "storage search (one page) before it writes them out.",
+    )  # fmt: skip
+    export_page_delay: float = Field(
+        default=0.0, ge=0, description="Seconds an $export job pauses between pages, so a "
+        "large export leaves room for interactive traffic (tests use it to be mid-way).",
+    )  # fmt: skip
+    export_lease: float = Field(
+        default=10.0, gt=0, description="Seconds an $export job's lease lasts; the process "
+        "running it renews it, and another takes the job over when it stops renewing.",
+    )  # fmt: skip
+    export_poll_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between a process's looks for $export jobs "
+        "to resume (left by a stopped process) and for expired ones to sweep.",
+    )  # fmt: skip
     default_page_size: int = 20
     max_page_size: int = 1000
     search_timeout: float = Field(

@@ -17,7 +17,12 @@ from fhir_server.api.errors import install_error_handlers
 from fhir_server.api.limits import RequestLimits
 from fhir_server.api.metadata import metadata
 from fhir_server.api.routes import ROUTES, Handler
+<<<<<<< HEAD
 from fhir_server.api.startup import prepare, process_owner
+=======
+from fhir_server.bulk.export.endpoints import ENDPOINTS as EXPORT_ENDPOINTS
+from fhir_server.bulk.export.runner import ExportRunner
+>>>>>>> bulk-export
 from fhir_server.config import Settings
 from fhir_server.search.registry import use_conformance
 from fhir_server.sip.clock import Clock, SystemClock
@@ -68,10 +73,11 @@ def create_app(
                 storage, settings, topics=app.state.topics, websockets=app.state.websockets
             )
             dispatching = asyncio.create_task(app.state.dispatcher.run())
+        exporting = asyncio.create_task(app.state.exports.run())  # $export jobs, resumed too
         try:
             yield
         finally:
-            for task in (t for t in (sweeper, dispatching) if t is not None):
+            for task in (t for t in (sweeper, dispatching, exporting) if t is not None):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -94,12 +100,15 @@ def create_app(
     serve(app.state.topics, app.state.clock)  # for the server's own writes
     app.state.websockets = WebsocketHub()
     app.state.dispatcher = None  # set by the lifespan when settings.dispatch
+    app.state.exports = ExportRunner(storage, settings, app.state.clock)
     install_error_handlers(app)
     app.add_middleware(RequestLimits, settings=settings)
     base = settings.base_path.rstrip("/")
     # Plain Starlette routes: handlers take the Request and return a Response, so FastAPI's
     # dependency and body machinery would be pure per-request cost.
     app.router.routes.append(Route(f"{base}/metadata", metadata, methods=["GET"]))
+    for path, endpoint, methods in EXPORT_ENDPOINTS:  # $export status and files
+        app.router.routes.append(Route(base + path, endpoint, methods=methods))
     for route in ROUTES:
         handler = route.handler if route.method == "GET" else notifying(route.handler)
         app.router.routes.append(Route(base + route.path, handler, methods=[route.method]))

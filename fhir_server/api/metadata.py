@@ -20,6 +20,7 @@ SUBSCRIPTION_PROFILE = f"{BACKPORT}/StructureDefinition/backport-subscription"
 # Topic discovery in R4 (Backport IG): one extension per SubscriptionTopic canonical served.
 TOPIC_CANONICAL = f"{BACKPORT}/StructureDefinition/capabilitystatement-subscriptiontopic-canonical"
 STARTED = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata"
 
 
 OPERATIONS = {
@@ -32,6 +33,12 @@ OPERATIONS = {
     "$get-ws-binding-token": (
         f"{BACKPORT}/OperationDefinition/backport-subscription-get-ws-binding-token"
     ),
+    "$export": f"{BULK_DATA}/OperationDefinition/export",
+}
+# An operation whose definition differs by the type it is served on.
+TYPE_OPERATIONS = {
+    ("Patient", "$export"): f"{BULK_DATA}/OperationDefinition/patient-export",
+    ("Group", "$export"): f"{BULK_DATA}/OperationDefinition/group-export",
 }
 
 
@@ -53,8 +60,11 @@ def system_operations() -> list[str]:
     )
 
 
-def _operations(names: list[str]) -> list[dict[str, str]]:
-    return [{"name": op.removeprefix("$"), "definition": OPERATIONS[op]} for op in names]
+def _operations(names: list[str], type: str | None = None) -> list[dict[str, str]]:
+    return [
+        {"name": op[1:], "definition": TYPE_OPERATIONS.get((type, op), OPERATIONS[op])}
+        for op in names
+    ]
 
 
 def capability_statement(
@@ -94,6 +104,7 @@ def capability_statement(
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": STARTED,
+        "instantiates": [f"{BULK_DATA}/CapabilityStatement/bulk-data"],
         "publisher": "sip-fhir",
         "kind": "instance",
         "software": {"name": "sip-fhir", "version": __version__},
@@ -131,7 +142,7 @@ def resource_capability(
     if params:  # FHIR JSON allows no empty arrays
         capability["searchParam"] = params
     if operations:
-        capability["operation"] = _operations(operations)
+        capability["operation"] = _operations(operations, name)
     return capability
 
 

@@ -28,6 +28,7 @@ from fhir_server.api.responses import (
     stored_bytes,
     version_headers,
 )
+from fhir_server.bulk.export.endpoints import export_group, export_patient, export_system
 from fhir_server.errors import Issue, clipped, error, operation_outcome
 from fhir_server.interactions import crud
 from fhir_server.interactions import patch as patching
@@ -452,6 +453,16 @@ ROUTES: tuple[Route, ...] = (
         indicators_organization,
         "$indicators",
         "instance",
+    ),
+    # Bulk Data `$export` (its status and file URLs are `bulk.export.endpoints.ENDPOINTS`).
+    *(
+        Route(path, method, handler, "$export", level)
+        for path, handler, level in (
+            ("/$export", export_system, "system"),
+            ("/Patient/$export", export_patient, "type"),
+            ("/Group/{id}/$export", export_group, "instance"),
+        )
+        for method in ("GET", "POST")
     ),
     # Subscriptions (Backport IG): before `/{type}/{id}` and `/{type}/{id}/{target}` too.
     *(

@@ -1,0 +1,1 @@
+"""FHIR Bulk Data Access IG v2 `$export`: kick-off, status, files, cancellation."""
