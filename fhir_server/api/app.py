@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from fhir_server import __version__
+from fhir_server.api.application import FhirApp
 from fhir_server.api.errors import install_error_handlers
 from fhir_server.api.limits import RequestLimits
 from fhir_server.api.metadata import metadata
@@ -69,7 +70,7 @@ def create_app(
             app.state.dispatcher = None
             await storage.close()
 
-    app = FastAPI(
+    app = FhirApp(
         title="sip-fhir",
         version=__version__,
         lifespan=lifespan,
