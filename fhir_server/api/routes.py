@@ -77,6 +77,8 @@ def resource_type(request: Request) -> str:
 
 
 def query_pairs(request: Request) -> list[tuple[str, str]]:
+    if not request.scope.get("query_string"):  # most reads and writes: no URL to build
+        return []
     return parse_qsl(request.url.query, keep_blank_values=True)
 
 
