@@ -214,6 +214,9 @@ class SqliteUnitOfWork:
         # The process rules ask the same questions for each entry of a bundle: a search's
         # answer stands until a put of a type it reads.
         self._found: dict[SearchQuery, list[ResourceVersion]] = {}
+        # The remembered searches by what a put drops: those of its type (filed under their
+        # type) and every one that joins other types (filed under None).
+        self._found_by: dict[str | None, list[SearchQuery]] = {}
         self._read: dict[tuple[str, str], ResourceVersion | None] = {}  # nobody else writes
         self.begun = False  # whether `BEGIN IMMEDIATE` was sent (the first statement's hop)
 
@@ -285,6 +288,8 @@ class SqliteUnitOfWork:
             return await self._search(query)
         found = await self._search(query)
         self._found[query] = found
+        joins = any(_joins(c) for c in query.where)
+        self._found_by.setdefault(None if joins else query.type, []).append(query)
         return list(found)
 
     def _own(self, query: SearchQuery) -> list[ResourceVersion]:
@@ -302,12 +307,11 @@ class SqliteUnitOfWork:
         return (await self._run(_search, query, False)).items  # type: ignore[no-any-return]
 
     def _forget(self, type: str) -> None:
-        """Drop the remembered searches a write of `type` may change."""
-        if self._found:
-            self._found = {
-                q: found for q, found in self._found.items() if q.type != type and not
-                any(_joins(c) for c in q.where)
-            }  # fmt: skip
+        """Drop the remembered searches a write of `type` may change: O(what it drops), not
+        O(what is remembered), since a large Bundle puts once per entry."""
+        for key in (type, None):
+            for query in self._found_by.pop(key, ()):
+                self._found.pop(query, None)
 
     async def put(self, version: ResourceVersion, index: Sequence[IndexEntry]) -> None:
         self.check()
