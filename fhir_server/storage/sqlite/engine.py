@@ -156,16 +156,14 @@ class SqliteStorage:
     async def read(self, type: str, id: str, access: AccessFilter) -> ResourceVersion | None:
         if not access.allows(type):
             return None
-        return await _current(self._reader(), type, id)
+        return await in_thread(self._reader(), _current_row, type, id)  # type: ignore[no-any-return]
 
     async def vread(
         self, type: str, id: str, version: int, access: AccessFilter
     ) -> ResourceVersion | None:
         if not access.allows(type):
             return None
-        sql = f"SELECT {_VERSION_COLUMNS} FROM history h WHERE type = ? AND id = ? AND version = ?"
-        rows = await self._reader().execute_fetchall(sql, (type, id, version))
-        return _version(rows[0]) if rows else None
+        return await in_thread(self._reader(), _version_row, type, id, version)  # type: ignore[no-any-return]
 
     async def history(self, query: HistoryQuery, access: AccessFilter) -> Page:
         async with self._searcher() as c:
@@ -484,13 +482,18 @@ def _version(row: Any) -> ResourceVersion:
 _CURRENT_SQL = f"SELECT {_VERSION_COLUMNS} {_CURRENT_FROM} WHERE r.type = ? AND r.id = ?"
 
 
-async def _current(db: aiosqlite.Connection, type: str, id: str) -> ResourceVersion | None:
-    rows = await db.execute_fetchall(_CURRENT_SQL, (type, id))  # one thread hop, not three
-    return _version(rows[0]) if rows else None
-
-
 def _current_row(conn: sqlite3.Connection, type: str, id: str) -> ResourceVersion | None:
     row = conn.execute(_CURRENT_SQL, (type, id)).fetchone()
+    return _version(row) if row else None
+
+
+_VERSION_SQL = f"SELECT {_VERSION_COLUMNS} FROM history h WHERE type = ? AND id = ? AND version = ?"
+
+
+def _version_row(
+    conn: sqlite3.Connection, type: str, id: str, version: int
+) -> ResourceVersion | None:
+    row = conn.execute(_VERSION_SQL, (type, id, version)).fetchone()
     return _version(row) if row else None
 
 
