@@ -1,8 +1,9 @@
 """CRUD benchmark for sip-fhir: a real uvicorn subprocess, loaded over loopback HTTP/1.1.
 
-Creates N Patients and N CarePlans (Swedish SIP content), then times N reads and N updates, and
-compares read throughput with a bare uvicorn ASGI app serving one stored Patient's exact bytes:
-that ratio shows what the server costs on top of uvicorn + this client on this machine.
+Creates N Patients, their SIP consents and N CarePlans (Swedish SIP content), then times N
+reads and N updates, and compares read throughput with a bare uvicorn ASGI app serving one
+stored Patient's exact bytes: that ratio shows what the server costs on top of uvicorn + this
+client on this machine.
 
     .venv/bin/python benchmarks/crud.py --n 10000 --concurrency 32 [--json]
 """
@@ -130,6 +131,33 @@ def careplan(rng: random.Random, patient_id: str) -> dict[str, Any]:
                 }
             }
         ],
+    }
+
+
+def consent(patient_id: str, when: date) -> dict[str, Any]:
+    """The person's consent to a SIP (R-SIP-01): an active SIP CarePlan needs one."""
+    kind = "http://sip-fhir.se/fhir/CodeSystem/sip-consent-kind"
+    return {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "patient-privacy",
+                }
+            ]
+        },
+        "category": [{"coding": [{"system": kind, "code": "sip"}]}],
+        "patient": {"reference": f"Patient/{patient_id}"},
+        "dateTime": when.isoformat(),
+        "performer": [{"reference": f"Patient/{patient_id}"}],
+        "policyRule": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}
+            ]
+        },
+        "provision": {"type": "permit", "period": {"start": when.isoformat()}},
     }
 
 
@@ -341,6 +369,7 @@ async def bench(args: argparse.Namespace, stack: contextlib.ExitStack, work: Pat
             return made
 
         patients = await create("Patient", patients)
+        await create("Consent", [consent(p["id"], date(2024, 1, 1)) for p in patients])
         plans = await create(
             "CarePlan", [careplan(rng, patients[i % len(patients)]["id"]) for i in range(n)]
         )

@@ -13,16 +13,14 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from fhir_server import __version__
+from fhir_server.api.application import FhirApp
 from fhir_server.api.errors import install_error_handlers
 from fhir_server.api.limits import RequestLimits
 from fhir_server.api.metadata import metadata
 from fhir_server.api.routes import ROUTES, Handler
-<<<<<<< HEAD
 from fhir_server.api.startup import prepare, process_owner
-=======
 from fhir_server.bulk.export.endpoints import ENDPOINTS as EXPORT_ENDPOINTS
 from fhir_server.bulk.export.runner import ExportRunner
->>>>>>> bulk-export
 from fhir_server.config import Settings
 from fhir_server.search.registry import use_conformance
 from fhir_server.sip.clock import Clock, SystemClock
@@ -84,7 +82,7 @@ def create_app(
             app.state.dispatcher = None
             await storage.close()
 
-    app = FastAPI(
+    app = FhirApp(
         title="sip-fhir",
         version=__version__,
         lifespan=lifespan,

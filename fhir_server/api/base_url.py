@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 from fhir_server.config import Settings
@@ -22,11 +23,31 @@ def base_url(scope: dict[str, Any], settings: Settings) -> str:
     """`https://fhir.region.se/fhir`, whatever the request's `Host` header says."""
     if settings.base_url:
         return settings.base_url.rstrip("/")
-    scheme = scope.get("scheme", "http")
-    server = _server_authority(scope)
-    allowed = [*settings.allowed_hosts, server[0]]
-    authority = _allowed_host(_host_header(scope), allowed) or _authority(*server, scheme)
-    return f"{scheme}://{authority}{scope.get('root_path', '')}{settings.base_path}"
+    server = scope.get("server")
+    return _base(
+        scope.get("scheme", "http"),
+        _host_header(scope),
+        tuple(server) if server else None,
+        scope.get("root_path", ""),
+        tuple(settings.allowed_hosts),
+        settings.base_path,
+    )
+
+
+@lru_cache(maxsize=256)
+def _base(
+    scheme: str,
+    host: str | None,
+    server: tuple[Any, ...] | None,
+    root_path: str,
+    allowed_hosts: tuple[str, ...],
+    base_path: str,
+) -> str:
+    """The base for one request shape; remembered, as every request of a client asks again."""
+    address = _server_authority(server)
+    allowed = [*allowed_hosts, address[0]]
+    authority = _allowed_host(host, allowed) or _authority(*address, scheme)
+    return f"{scheme}://{authority}{root_path}{base_path}"
 
 
 def _host_header(scope: dict[str, Any]) -> str | None:
@@ -49,9 +70,8 @@ def _allowed_host(header: str | None, allowed: Iterable[str]) -> str | None:
     return None
 
 
-def _server_authority(scope: dict[str, Any]) -> tuple[str, int | None]:
+def _server_authority(server: tuple[Any, ...] | None) -> tuple[str, int | None]:
     """The listening address as a URL host (`[::1]` for IPv6); localhost for a Unix socket."""
-    server = scope.get("server")
     if not server or str(server[0]).startswith("/"):
         return "localhost", None
     host, port = str(server[0]), server[1]

@@ -5,6 +5,8 @@ We speak FHIR JSON only. Asking for anything else is 406; sending anything else 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from starlette.requests import Request
 
 from fhir_server.errors import error
@@ -31,8 +33,16 @@ def check_response_format(request: Request) -> bool:
 
 
 def _check_accept(header: str | None) -> None:
-    if not header or not header.strip():
+    if not header or not header.strip() or _accepts_json(header):
         return
+    raise error(
+        406, "not-supported", f"None of '{header}' is served; this server speaks {FHIR_JSON}"
+    )
+
+
+@lru_cache(maxsize=256)
+def _accepts_json(header: str) -> bool:
+    """Whether an Accept header takes FHIR JSON; remembered, as each client sends one."""
     for media_range in header.split(","):
         media, *params = (part.strip() for part in media_range.split(";"))
         options = dict(p.partition("=")[::2] for p in params)
@@ -42,10 +52,8 @@ def _check_accept(header: str | None) -> None:
         if version is not None and not version.startswith("4.0"):
             continue
         if media.lower() in JSON_TYPES or media in ACCEPT_ANY:
-            return
-    raise error(
-        406, "not-supported", f"None of '{header}' is served; this server speaks {FHIR_JSON}"
-    )
+            return True
+    return False
 
 
 def check_request_format(request: Request) -> None:

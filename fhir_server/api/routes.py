@@ -78,6 +78,8 @@ def resource_type(request: Request) -> str:
 
 
 def query_pairs(request: Request) -> list[tuple[str, str]]:
+    if not request.scope.get("query_string"):  # most reads and writes: no URL to build
+        return []
     return parse_qsl(request.url.query, keep_blank_values=True)
 
 
@@ -339,8 +341,13 @@ async def _translate(request: Request, id: str | None) -> Response:
     return json_response(await translate(ctx, ask, id), 200, pretty=pretty)
 
 
+_CONDITIONAL_READ = frozenset({b"if-none-match", b"if-modified-since"})
+
+
 def _not_modified(request: Request, version: ResourceVersion, headers: dict[str, str]) -> bool:
     """Conditional read: If-None-Match (ETag) or If-Modified-Since (second precision)."""
+    if not any(name in _CONDITIONAL_READ for name, _ in request.scope["headers"]):
+        return False  # the common read: no header lookups
     none_match = request.headers.get("if-none-match")
     if none_match is not None:
         return headers["ETag"] in (tag.strip() for tag in none_match.split(",")) or (

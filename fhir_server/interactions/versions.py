@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from typing import Any
 
 from fhir_server import fhirjson
@@ -59,9 +58,18 @@ def parse_instant(instant: str) -> datetime:
     return datetime.fromisoformat(instant)
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def http_date(instant: str) -> str:
-    """An HTTP-date (RFC 9110) for Last-Modified."""
-    return format_datetime(parse_instant(instant), usegmt=True)
+    """An HTTP-date (RFC 9110) for Last-Modified: `email.utils.format_datetime(…,
+    usegmt=True)`'s text, formatted directly (that took a tenth of a read's CPU)."""
+    t = parse_instant(instant).astimezone(UTC)
+    return (
+        f"{_DAYS[t.weekday()]}, {t.day:02d} {_MONTHS[t.month - 1]} {t.year:04d} "
+        f"{t.hour:02d}:{t.minute:02d}:{t.second:02d} GMT"
+    )
 
 
 def version_of_etag(text: str) -> int | None:

@@ -9,14 +9,20 @@ parameters re-indexes what it stored before (`interactions/reindex.py`).
 from __future__ import annotations
 
 import hashlib
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import orjson
 
 from fhir_server.search import extract
 from fhir_server.search.composite import composite_entries
-from fhir_server.search.registry import SearchParam, all_params, custom_urls, search_params
+from fhir_server.search.registry import (
+    SearchParam,
+    all_params,
+    custom_urls,
+    generation,
+    search_params,
+)
 from fhir_server.storage.port import IndexEntry, ReferenceIndex
 
 EXTRACTOR_VERSION = "2"  # bump when extraction or normalisation changes what is stored
@@ -51,6 +57,15 @@ def reference_entries(
 
 def _extra(resource_type: str) -> tuple[list[dict[str, Any]], list[SearchParam]]:
     """Custom (profiles/) parameters of a type, and its composite parameters."""
+    return _extra_of(resource_type, generation())
+
+
+@lru_cache(maxsize=1024)
+def _extra_of(
+    resource_type: str, _generation: int
+) -> tuple[list[dict[str, Any]], list[SearchParam]]:
+    """`_extra`, listed once per type while the parameters stay the same (every write
+    asked again)."""
     params = search_params(resource_type).values()
     urls = custom_urls()
     custom = [p.definition for p in params if p.url in urls and p.type != "composite"]
