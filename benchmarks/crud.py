@@ -323,11 +323,9 @@ def start_server(
     uvicorn = [sys.executable, "-m", "uvicorn", *common, "--workers", str(args.workers)]
     if app:
         cmd = [*uvicorn, "--app-dir", str(ROOT), app]
-    elif args.workers == 1:
+    else:
         cmd = [sys.executable, "-m", "fhir_server.cli", "serve", *common, "--db", str(args.db)]
-    else:  # the CLI runs an app object, which uvicorn cannot fork into workers
-        env["FHIR_SQLITE_PATH"] = str(args.db)
-        cmd = [*uvicorn, "--factory", "fhir_server.api.app:create_app"]
+        cmd += ["--workers", str(args.workers)]
     return stack.enter_context(subprocess_server(cmd, env, log)), log
 
 

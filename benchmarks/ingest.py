@@ -118,6 +118,7 @@ async def bench(args: argparse.Namespace, work: Path) -> int:
     db, log = work / "ingest.sqlite3", work / "server.log"
     command = [sys.executable, "-m", "fhir_server.cli", "serve", "--host", HOST]
     command += ["--port", str(port), "--db", str(db), "--log-level", "warning"]
+    command += ["--workers", "1"]  # one process: CPU per resource is the figure
     env = dict(os.environ)
     if args.without_process:
         env["PYTHONPATH"] = os.pathsep.join(
