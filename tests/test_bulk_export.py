@@ -407,8 +407,8 @@ async def test_delete_cancels_a_running_job(
     assert response.json()["resourceType"] == "OperationOutcome"
     assert (await http.get(status)).status_code == 404
     assert (await http.delete(status)).status_code == 404
-    [folder] = job_dirs(export_settings)
-    assert await gone(folder)  # the runner stops at its next page and removes it
+    for folder in job_dirs(export_settings):  # removed already, or at the runner's next page
+        assert await gone(folder)
 
 
 async def test_delete_removes_a_finished_jobs_files(

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import re
+import secrets
 import shutil
 import time
 import uuid
@@ -134,7 +135,15 @@ class JobStore:
         return (folder / CANCELLED).exists() or not folder.exists()
 
     def remove(self, id: str) -> None:
-        shutil.rmtree(self.dir(id), ignore_errors=True)
+        """Renamed away first (atomic), then deleted: a state write racing the removal fails
+        with FileNotFoundError instead of landing in a half-deleted folder."""
+        folder = self.dir(id)
+        trash = folder.with_name(f".{folder.name}.removed-{secrets.token_hex(4)}")
+        try:
+            folder.rename(trash)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
 
     def file(self, id: str, name: str) -> Path:
         if not FILE_NAME.fullmatch(name):
