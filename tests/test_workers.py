@@ -16,15 +16,13 @@ import contextlib
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
-import pytest
 from websockets.asyncio.client import connect
 
+from tests import test_subscriptions_durability as durability
 from tests.conftest import LiveServer
 from tests.sip_case import ACTS, load_case
 from tests.test_subscriptions_rest_hook import (
@@ -44,16 +42,8 @@ ENV = {
     "FHIR_OBLIGATION_SWEEP_INTERVAL": "3600",
 }
 WAIT = 20.0
-
-
-@pytest.fixture
-def servers() -> Iterator[list[LiveServer]]:
-    started: list[LiveServer] = []
-    try:
-        yield started
-    finally:
-        for server in started:
-            server.stop()
+servers = durability.servers  # LiveServers a test starts, stopped at its end
+client_of = durability.client_of
 
 
 def start(servers: list[LiveServer], db: Path, **options: Any) -> LiveServer:
@@ -61,15 +51,6 @@ def start(servers: list[LiveServer], db: Path, **options: Any) -> LiveServer:
     server.start()
     servers.append(server)
     return server
-
-
-def client_of(server: LiveServer) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=server.base_url,
-        headers={"Accept": "application/fhir+json"},
-        timeout=30,
-        trust_env=False,
-    )
 
 
 def patient(family: str) -> dict[str, Any]:
