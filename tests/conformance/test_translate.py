@@ -155,7 +155,7 @@ async def test_capability_statement_lists_translate_on_concept_map_only(
     }
     assert translate in resources["ConceptMap"]["operation"]
     assert translate not in resources["Patient"]["operation"]
-    assert {o["name"] for o in resources["Patient"]["operation"]} == {"validate"}
+    assert {o["name"] for o in resources["Patient"]["operation"]} == {"validate", "export"}
 
 
 # --- $translate --------------------------------------------------------------------------------
