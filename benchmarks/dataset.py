@@ -562,3 +562,14 @@ if __name__ == "__main__":
     for kind, count in counts.most_common():
         print(f"{kind:14} {count:6}")
     print(f"{'total':14} {sum(counts.values()):6}")
+
+
+def link(value: Any, kind: str, reference: str) -> Any:
+    """Logical references (`{"type": kind, "identifier": …}`) to the case's own resource."""
+    if isinstance(value, dict):
+        if value.get("type") == kind and "identifier" in value:
+            return {"reference": reference, "display": value.get("display", kind)}
+        return {k: link(v, kind, reference) for k, v in value.items()}
+    if isinstance(value, list):
+        return [link(v, kind, reference) for v in value]
+    return value

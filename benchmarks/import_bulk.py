@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.dataset import PNR, _Builder, coding, narrative  # noqa: E402
+from benchmarks.dataset import PNR, _Builder, coding, link, narrative  # noqa: E402
 
 PER_CASE = 16
 SNOMED = "http://snomed.info/sct"
@@ -43,17 +43,6 @@ CONDITIONS = [
     ("52448006", "Demens"),
     ("44054006", "Diabetes mellitus typ 2"),
 ]
-
-
-def _link(value: Any, kind: str, reference: str) -> Any:
-    """Logical references (`{"type": kind, "identifier": …}`) to the case's own resource."""
-    if isinstance(value, dict):
-        if value.get("type") == kind and "identifier" in value:
-            return {"reference": reference, "display": value.get("display", kind)}
-        return {k: _link(v, kind, reference) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_link(v, kind, reference) for v in value]
-    return value
 
 
 def case(builder: _Builder, n: int) -> dict[str, list[dict[str, Any]]]:
@@ -102,7 +91,7 @@ def case(builder: _Builder, n: int) -> dict[str, list[dict[str, Any]]]:
     ]
 
     def linked(resource: dict[str, Any]) -> dict[str, Any]:
-        return _link(_link(resource, "Patient", patient_ref), "Organization", unit_ref)
+        return link(link(resource, "Patient", patient_ref), "Organization", unit_ref)
 
     return {
         "1-plans.ndjson": [linked(plan), linked(task)],

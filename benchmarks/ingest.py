@@ -34,21 +34,10 @@ if str(ROOT) not in sys.path:  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.crud import cpu_seconds, free_port, subprocess_server, wait_ready  # noqa: E402
-from benchmarks.dataset import HSA, PNR, _Builder  # noqa: E402
+from benchmarks.dataset import HSA, PNR, _Builder, link  # noqa: E402
 
 HOST = "127.0.0.1"
 ENTRIES = 20
-
-
-def _link(value: Any, kind: str, reference: str) -> Any:
-    """Logical references (`{"type": kind, "identifier": …}`) to the case's own entry."""
-    if isinstance(value, dict):
-        if value.get("type") == kind and "identifier" in value:
-            return {"reference": reference, "display": value.get("display", kind)}
-        return {k: _link(v, kind, reference) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_link(v, kind, reference) for v in value]
-    return value
 
 
 def case_bundle(builder: _Builder) -> dict[str, Any]:
@@ -71,7 +60,7 @@ def case_bundle(builder: _Builder) -> dict[str, Any]:
         _entry(unit, unit_url, f"identifier={HSA}|{hsa}"),
     ]
     for resource in resources:
-        linked = _link(_link(resource, "Patient", patient_url), "Organization", unit_url)
+        linked = link(link(resource, "Patient", patient_url), "Organization", unit_url)
         entries.append(_entry(linked, f"urn:uuid:{uuid.uuid4()}"))
     assert len(entries) == ENTRIES
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}

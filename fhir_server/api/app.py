@@ -18,7 +18,7 @@ from fhir_server.api.errors import install_error_handlers
 from fhir_server.api.limits import RequestLimits
 from fhir_server.api.metadata import metadata
 from fhir_server.api.routes import ROUTES, Handler
-from fhir_server.api.startup import prepare, process_owner
+from fhir_server.api.startup import prepare
 from fhir_server.bulk.export.endpoints import ENDPOINTS as EXPORT_ENDPOINTS
 from fhir_server.bulk.export.runner import ExportRunner
 from fhir_server.config import Settings
@@ -26,7 +26,7 @@ from fhir_server.search.registry import use_conformance
 from fhir_server.sip.clock import Clock, SystemClock
 from fhir_server.sip.obligations import sweep_forever
 from fhir_server.storage.factory import create_storage
-from fhir_server.storage.port import Storage
+from fhir_server.storage.port import Storage, lease_owner
 from fhir_server.subscriptions.dispatcher import Dispatcher
 from fhir_server.subscriptions.events import serve, topics_of
 from fhir_server.subscriptions.websocket import (
@@ -61,7 +61,7 @@ def create_app(
         if not prepared:
             await prepare(storage, validator.conformance)
         app.state.websockets.key = await token_key(storage)
-        owner = process_owner()
+        owner = lease_owner()
         sweeper = asyncio.create_task(
             sweep_forever(storage, app.state.clock, settings.obligation_sweep_interval, owner)
         )

@@ -14,14 +14,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fhir_server.interactions.conformance import publish_conformance
 from fhir_server.interactions.reindex import reindex_if_needed
-from fhir_server.storage.port import Storage
+from fhir_server.storage.port import Storage, lease_owner
 from fhir_server.subscriptions.websocket import token_key
 from fhir_server.validation.conformance import Conformance
 from fhir_server.validation.invariants import report_unsupported
@@ -31,11 +29,6 @@ log = logging.getLogger(__name__)
 LEASE = "start-up"
 LEASE_SECONDS = 30.0  # renewed while the work runs, so a long re-index keeps it
 WAIT = 0.2  # seconds between tries while another process holds the lease
-
-
-def process_owner() -> str:
-    """A lease owner name unique to this process (host, pid and a random part)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 async def prepare(storage: Storage, conformance: Conformance) -> None:
@@ -55,7 +48,7 @@ async def holding(
 ) -> AsyncIterator[None]:
     """Hold the lease `name` for the block: wait while another process holds it, renew it
     while the block runs, release it at the end."""
-    owner = process_owner()
+    owner = lease_owner()
     while not await storage.outbox.take_lease(name, owner, seconds):
         await asyncio.sleep(WAIT)
     renewing = asyncio.create_task(_renew(storage, name, owner, seconds))

@@ -8,6 +8,8 @@ record subscription events and audit entries, so they commit or roll back with t
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
@@ -312,6 +314,12 @@ class Outbox(Protocol):
         """Acquire or renew `name` for `seconds`; False while another owner holds it."""
 
     async def release_lease(self, name: str, owner: str) -> None: ...
+
+
+def lease_owner() -> str:
+    """A lease owner name unique to this process and its taker (host, pid, a random part):
+    what `Outbox.take_lease` compares across processes and machines."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class Minted(set[tuple[str, str]]):

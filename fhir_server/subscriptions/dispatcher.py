@@ -22,11 +22,8 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
-import socket
 import ssl
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -51,6 +48,7 @@ from fhir_server.storage.port import (
     SubscriptionState,
     TopicEvent,
     VersionConflict,
+    lease_owner,
 )
 from fhir_server.subscriptions import notifications as bundles
 from fhir_server.subscriptions.matching import filters_match
@@ -239,7 +237,7 @@ class Dispatcher:
         self.topics = topics
         self.base_url = base_url or base_url_of(settings)
         self.websockets = websockets
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = lease_owner()
         self.holding = False
         self.specs: dict[str, SubscriptionSpec] = {}
         self._parsed: dict[str, tuple[tuple[int, str], SubscriptionSpec]] = {}
@@ -345,7 +343,8 @@ class Dispatcher:
         specs: dict[str, SubscriptionSpec] = {}
         states: dict[str, SubscriptionState] = {}
         for id in bound:
-            spec = await load_subscription(self.storage, self.topics, self.settings, id)
+            version = await self.storage.read("Subscription", id, ALL)
+            spec = self._spec(version) if version is not None else None
             state = await self.storage.outbox.state(id)
             if spec is not None and state is not None and spec.channel == "websocket":
                 specs[id], states[id] = spec, state
@@ -384,20 +383,9 @@ class Dispatcher:
             page = await self.storage.search(query, ALL)
             for version in page.items:
                 seen.add(version.id)
-                if version.json is None:
-                    continue
-                key = (version.version, version.last_updated)
-                parsed = self._parsed.get(version.id)
-                if parsed is not None and parsed[0] == key:  # parsed in an earlier round
-                    specs[version.id] = parsed[1]
-                    continue
-                resource = fhirjson.loads_resource(version.json)
-                try:
-                    specs[version.id] = parse_subscription(resource, self.topics, self.settings)
-                except FhirError as exc:
-                    self._warn_once(version.id, str(exc))
-                else:
-                    self._parsed[version.id] = (key, specs[version.id])
+                spec = self._spec(version)
+                if spec is not None:
+                    specs[version.id] = spec
             if not page.has_more or not page.items:
                 for id in self._parsed.keys() - seen:
                     del self._parsed[id]
@@ -406,6 +394,25 @@ class Dispatcher:
                 query = replace(query, after_key=tuple(page.last_key), offset=0)
             else:
                 query = replace(query, after=page.items[-1].id)
+
+    def _spec(self, version: ResourceVersion) -> SubscriptionSpec | None:
+        """A stored Subscription as a spec, parsed once per version; None when deleted or
+        not parseable (warned once)."""
+        if version.json is None:
+            return None
+        key = (version.version, version.last_updated)
+        parsed = self._parsed.get(version.id)
+        if parsed is not None and parsed[0] == key:  # parsed in an earlier round
+            return parsed[1]
+        try:
+            spec = parse_subscription(
+                fhirjson.loads_resource(version.json), self.topics, self.settings
+            )
+        except FhirError as exc:
+            self._warn_once(version.id, str(exc))
+            return None
+        self._parsed[version.id] = (key, spec)
+        return spec
 
     def _ended(self, spec: SubscriptionSpec) -> bool:
         """Past `Subscription.end`: the server turns it off (R4 Subscription.end)."""

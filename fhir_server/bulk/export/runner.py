@@ -19,10 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
-import uuid
 from datetime import timedelta
 
 from fhir_server import fhirjson
@@ -33,7 +30,7 @@ from fhir_server.config import Settings
 from fhir_server.errors import FhirError, Issue, operation_outcome
 from fhir_server.search.query import SearchQuery
 from fhir_server.sip.clock import Clock
-from fhir_server.storage.port import AccessFilter, Storage
+from fhir_server.storage.port import AccessFilter, Storage, lease_owner
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +56,7 @@ class ExportRunner:
     def __init__(self, storage: Storage, settings: Settings, clock: Clock) -> None:
         self.storage, self.settings, self.clock = storage, settings, clock
         self.store = JobStore(settings.export_dir)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = lease_owner()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._saved = 0.0  # monotonic time of the last state write (progress pacing)
